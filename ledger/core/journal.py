@@ -1,0 +1,265 @@
+"""Journal transactions and the pure state machine that appends them.
+
+:class:`Journal` holds the chain head and an overlay of the balances and account
+versions a batch touches. :meth:`Journal.apply` validates one request against it and
+returns the committed record, or raises without changing anything. The store loads
+the overlay, applies a batch, and writes the records; it never decides anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+
+from ledger.core.accounts import is_system, normalize_account
+from ledger.core.amounts import MAX_AMOUNT, USDC, Asset, format_amount
+from ledger.core.encoding import (
+    ZERO_HASH,
+    canonical_json,
+    chain_hash,
+    encode_request,
+    encode_tx,
+    sha256,
+)
+from ledger.errors import (
+    InsufficientFunds,
+    InvalidAmount,
+    LimitExceeded,
+    UnbalancedTransaction,
+    UnknownAccount,
+)
+
+MAX_POSTINGS_PER_TX = 64
+# As TigerBeetle: large enough to amortise a commit, small enough to bound memory.
+MAX_BATCH = 8190
+MAX_KEY_BYTES = 128
+
+
+class TxKind(str, Enum):
+    """What a transaction records. Later features add their kinds here."""
+
+    DEPOSIT = "deposit"
+    WITHDRAWAL = "withdrawal"
+    TRANSFER = "transfer"
+    REVERSAL = "reversal"
+    FILL = "fill"
+    FUNDING = "funding"
+    SETTLEMENT = "settlement"
+    LIQUIDATION = "liquidation"
+    PRICE_UPDATE = "price_update"
+
+
+KNOWN_KINDS = frozenset(kind.value for kind in TxKind)
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One requested leg: a signed amount in base units on an account."""
+
+    account: str
+    asset: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxRequest:
+    """A transaction as a client asks for it, before it has a sequence number."""
+
+    kind: str
+    key: str
+    postings: tuple[Posting, ...]
+    metadata: str = "{}"
+    effective_at: int | None = None
+    reverses: int | None = None
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical request; equal digests mean an idempotent retry."""
+        return sha256(
+            encode_request(
+                self.kind,
+                self.key,
+                ((p.account, p.asset, p.amount) for p in self.postings),
+                self.metadata,
+                self.effective_at,
+                self.reverses,
+            )
+        ).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRecord:
+    """A committed leg with the account's balance after it and the account's version."""
+
+    account: str
+    asset: str
+    amount: int
+    balance_after: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """A committed, hash-chained transaction."""
+
+    seq: int
+    kind: str
+    key: str
+    effective_at: int
+    recorded_at: int
+    metadata: str
+    reverses: int | None
+    postings: tuple[PostingRecord, ...]
+    digest: bytes
+    prev_hash: bytes
+    hash: bytes
+
+    def encode(self) -> bytes:
+        """Canonical encoding, the input of the hash chain."""
+        return encode_tx(
+            self.seq,
+            self.kind,
+            self.key,
+            self.effective_at,
+            self.recorded_at,
+            self.metadata,
+            self.reverses,
+            ((p.account, p.asset, p.amount, p.balance_after, p.version) for p in self.postings),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last committed transaction: where the next one chains on."""
+
+    seq: int = 0
+    hash: bytes = ZERO_HASH
+    recorded_at: int = 0
+
+
+@lru_cache(maxsize=1 << 16)
+def canonical_account(account: str) -> str:
+    """Cached :func:`normalize_account` (hot accounts are validated once)."""
+    return normalize_account(account)
+
+
+def make_request(
+    kind: str,
+    key: str,
+    postings: list[Posting] | tuple[Posting, ...],
+    metadata: Mapping[str, object] | None = None,
+    effective_at: int | None = None,
+    reverses: int | None = None,
+) -> TxRequest:
+    """Build a request with canonical account ids, metadata and checked limits."""
+    if kind not in KNOWN_KINDS:
+        raise UnbalancedTransaction(f"unknown transaction kind {kind!r}")
+    if not key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise LimitExceeded(f"idempotency key must be 1..{MAX_KEY_BYTES} bytes, got {key!r}")
+    if len(postings) > MAX_POSTINGS_PER_TX:
+        raise LimitExceeded(
+            f"a transaction has at most {MAX_POSTINGS_PER_TX} postings, got {len(postings)}"
+        )
+    legs = tuple(Posting(canonical_account(p.account), p.asset, p.amount) for p in postings)
+    return TxRequest(
+        kind=kind,
+        key=key,
+        postings=legs,
+        metadata=canonical_json(metadata or {}),
+        effective_at=effective_at,
+        reverses=reverses,
+    )
+
+
+@dataclass(slots=True)
+class Journal:
+    """Chain head plus an overlay of balances and versions; applies requests in order."""
+
+    head: ChainHead
+    balances: dict[tuple[str, str], int]
+    versions: dict[str, int]
+    assets: Mapping[str, Asset] = field(default_factory=lambda: {USDC.code: USDC})
+
+    def apply(self, request: TxRequest, digest: bytes, now_us: int) -> TxRecord:
+        """Validate ``request`` against the overlay and append it; all or nothing."""
+        self._check(request)
+        balances, versions = self.balances, self.versions
+        seq = self.head.seq + 1
+        recorded_at = max(now_us, self.head.recorded_at + 1)
+        legs: list[PostingRecord] = []
+        new_versions: dict[str, int] = {}
+        for p in request.postings:
+            before = balances.get((p.account, p.asset))
+            after = (before or 0) + p.amount
+            if not is_system(p.account):
+                if p.account not in versions and p.amount < 0:
+                    raise UnknownAccount(
+                        f"unknown account {p.account}: it has never received funds"
+                    )
+                if after < 0:
+                    asset = self.assets[p.asset]
+                    raise InsufficientFunds(
+                        f"insufficient funds: account {p.account} has "
+                        f"{format_amount(before or 0, asset)} {asset.code}, needs "
+                        f"{format_amount(-p.amount, asset)}"
+                    )
+            if abs(after) > MAX_AMOUNT:
+                raise LimitExceeded(f"balance of {p.account} would exceed the 64-bit limit")
+            version = new_versions.get(p.account, versions.get(p.account, 0)) + 1
+            new_versions[p.account] = version
+            legs.append(PostingRecord(p.account, p.asset, p.amount, after, version))
+        # Validation is over: mutate the overlay only now, so a failure leaves it untouched.
+        for leg in legs:
+            balances[(leg.account, leg.asset)] = leg.balance_after
+        versions.update(new_versions)
+        effective_at = request.effective_at if request.effective_at is not None else recorded_at
+        encoded = encode_tx(
+            seq,
+            request.kind,
+            request.key,
+            effective_at,
+            recorded_at,
+            request.metadata,
+            request.reverses,
+            ((leg.account, leg.asset, leg.amount, leg.balance_after, leg.version) for leg in legs),
+        )
+        tx_hash = chain_hash(self.head.hash, encoded)
+        record = TxRecord(
+            seq=seq,
+            kind=request.kind,
+            key=request.key,
+            effective_at=effective_at,
+            recorded_at=recorded_at,
+            metadata=request.metadata,
+            reverses=request.reverses,
+            postings=tuple(legs),
+            digest=digest,
+            prev_hash=self.head.hash,
+            hash=tx_hash,
+        )
+        self.head = ChainHead(seq, tx_hash, recorded_at)
+        return record
+
+    def _check(self, request: TxRequest) -> None:
+        sums: dict[str, int] = {}
+        seen: set[tuple[str, str]] = set()
+        for p in request.postings:
+            if p.asset not in self.assets:
+                raise UnbalancedTransaction(f"unknown asset {p.asset!r}")
+            if type(p.amount) is not int or p.amount == 0 or abs(p.amount) > MAX_AMOUNT:
+                raise InvalidAmount(
+                    f"posting amount must be a non-zero integer within 64 bits, got {p.amount!r}"
+                )
+            leg = (p.account, p.asset)
+            if leg in seen:
+                raise UnbalancedTransaction(
+                    f"account {p.account} appears twice for {p.asset}; merge the postings"
+                )
+            seen.add(leg)
+            sums[p.asset] = sums.get(p.asset, 0) + p.amount
+        unbalanced = {asset: total for asset, total in sums.items() if total != 0}
+        if unbalanced:
+            raise UnbalancedTransaction(
+                f"postings of {request.key!r} do not sum to zero: {unbalanced}"
+            )

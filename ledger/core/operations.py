@@ -1,0 +1,83 @@
+"""Request builders for the money movements a user or operator asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ledger.core.accounts import BRIDGE, is_system
+from ledger.core.amounts import USDC, check_amount
+from ledger.core.journal import (
+    Posting,
+    TxKind,
+    TxRecord,
+    TxRequest,
+    canonical_account,
+    make_request,
+)
+from ledger.errors import InvalidAccount, SameAccount
+
+
+def _user_account(account: str, role: str) -> str:
+    canonical = canonical_account(account)
+    if is_system(canonical):
+        raise InvalidAccount(f"{role} must be a user account, got system account {canonical}")
+    return canonical
+
+
+def deposit(
+    account: str, amount: int, key: str, metadata: Mapping[str, object] | None = None
+) -> TxRequest:
+    """Credit ``account`` with USDC arriving from outside (``system:bridge``)."""
+    target = _user_account(account, "deposit account")
+    units = check_amount(amount, USDC)
+    return make_request(
+        TxKind.DEPOSIT.value,
+        key,
+        (Posting(BRIDGE, USDC.code, -units), Posting(target, USDC.code, units)),
+        metadata,
+    )
+
+
+def withdrawal(
+    account: str, amount: int, key: str, metadata: Mapping[str, object] | None = None
+) -> TxRequest:
+    """Debit ``account`` with USDC leaving the venue (to ``system:bridge``)."""
+    source = _user_account(account, "withdrawal account")
+    units = check_amount(amount, USDC)
+    return make_request(
+        TxKind.WITHDRAWAL.value,
+        key,
+        (Posting(source, USDC.code, -units), Posting(BRIDGE, USDC.code, units)),
+        metadata,
+    )
+
+
+def transfer(
+    source: str,
+    target: str,
+    amount: int,
+    key: str,
+    metadata: Mapping[str, object] | None = None,
+) -> TxRequest:
+    """Move USDC between two accounts (also into and out of sub-accounts)."""
+    src, dst = canonical_account(source), canonical_account(target)
+    if src == dst:
+        raise SameAccount(f"cannot transfer from {src} to itself")
+    units = check_amount(amount, USDC)
+    return make_request(
+        TxKind.TRANSFER.value,
+        key,
+        (Posting(src, USDC.code, -units), Posting(dst, USDC.code, units)),
+        metadata,
+    )
+
+
+def reversal(original: TxRecord, key: str, reason: str) -> TxRequest:
+    """A correction: the exact opposite of ``original``, referencing it."""
+    return make_request(
+        TxKind.REVERSAL.value,
+        key,
+        tuple(Posting(p.account, p.asset, -p.amount) for p in original.postings),
+        {"reason": reason},
+        reverses=original.seq,
+    )

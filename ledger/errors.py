@@ -1,0 +1,64 @@
+"""Typed errors. Every message says what was wrong and what the user can do about it.
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class of every error the ledger raises on purpose."""
+
+    exit_code: int = 2
+
+
+class InvalidAmount(LedgerError):
+    """An amount is malformed, not positive, has too many decimals or exceeds the limits."""
+
+
+class InvalidAccount(LedgerError):
+    """An account id is malformed (bad hex, bad checksum, unknown system account)."""
+
+
+class UnknownAccount(LedgerError):
+    """The account has never received funds, so it cannot send any."""
+
+
+class SameAccount(LedgerError):
+    """A transfer names the same account on both sides."""
+
+
+class InsufficientFunds(LedgerError):
+    """The transition would take a user account below zero."""
+
+
+class UnbalancedTransaction(LedgerError):
+    """Postings do not sum to zero per asset, or are otherwise malformed."""
+
+
+class LimitExceeded(LedgerError):
+    """A batch, posting list, field or balance exceeds an explicit limit."""
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key was reused with a different payload."""
+
+
+class AlreadyReversed(LedgerError):
+    """A transaction can be reversed once; a reversal is corrected by a new entry."""
+
+
+class NotFound(LedgerError):
+    """A transaction, block or balance that was asked for does not exist."""
+
+
+class NothingToSeal(LedgerError):
+    """``seal`` was called with no transactions since the last block."""
+
+
+class InvalidProof(LedgerError):
+    """A Merkle proof file is malformed (a well-formed proof that fails is not an error)."""
+
+
+class StoreNotInitialised(LedgerError):
+    """The database has no ledger schema yet."""

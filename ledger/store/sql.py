@@ -1,0 +1,504 @@
+"""The SQL store: appends journal batches atomically and answers reads.
+
+Write path (one database transaction per batch, all or nothing):
+
+1. lock the chain head (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE``),
+   which serialises every writer on the hash chain;
+2. resolve idempotency keys against what is already committed;
+3. lock the touched accounts' balances in sorted id order and load them;
+4. let the pure :class:`~ledger.core.journal.Journal` validate and chain the batch;
+5. insert the journal rows with ``executemany`` and update the projections.
+
+The hot path speaks to the DB-API driver directly (``exec_driver_sql``): the rows are
+plain tuples and SQLAlchemy's per-row processing would cost more than the insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ledger.core.accounts import account_kind
+from ledger.core.amounts import Asset
+from ledger.core.blocks import BlockHeader, make_block
+from ledger.core.journal import ChainHead, Journal, PostingRecord, TxRecord, TxRequest
+from ledger.errors import IdempotencyConflict, LedgerError, NotFound, NothingToSeal
+from ledger.store.schema import AssetRow, BlockRow, ChainHeadRow
+
+_TX_COLUMNS = (
+    "seq, key, kind, effective_at, recorded_at, metadata, reverses, digest, prev_hash, hash"
+)
+_INSERT_TX = f"INSERT INTO transactions ({_TX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_POSTING = (
+    "INSERT INTO postings (seq, idx, account, asset, amount, balance_after, version) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_BALANCE = (
+    "INSERT INTO balances (account, asset, balance) VALUES (?, ?, ?) "
+    "ON CONFLICT (account, asset) DO UPDATE SET balance = excluded.balance"
+)
+_UPSERT_ACCOUNT = (
+    "INSERT INTO accounts (id, kind, opened_seq, version) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET version = excluded.version"
+)
+_BLOCKS = select(BlockRow.__table__)
+_UPDATE_HEAD = "UPDATE chain_head SET seq = ?, hash = ?, recorded_at = ? WHERE id = 1"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The outcome of one submitted transaction. ``duplicate``: an idempotent retry."""
+
+    tx: TxRecord
+    duplicate: bool = False
+
+    @property
+    def seq(self) -> int:
+        return self.tx.seq
+
+    @property
+    def hash(self) -> bytes:
+        return self.tx.hash
+
+
+@dataclass(slots=True)
+class _Resolution:
+    """Which requests of a batch are new, and which repeat a committed or earlier key."""
+
+    fresh: list[int]
+    committed: dict[int, int]  # request index -> committed sequence it repeats
+    repeated: dict[int, int]  # request index -> earlier index in the same batch
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One line of an account statement."""
+
+    seq: int
+    kind: str
+    key: str
+    recorded_at: int
+    effective_at: int
+    amount: int
+    balance_after: int
+    counterparties: tuple[str, ...]
+
+
+class SqlStore:
+    """Journal persistence on SQLite or PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._assets: dict[str, Asset] | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.postgres else statement
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only connection (SQLite: a deferred transaction, so readers never block)."""
+        with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+            yield connection
+
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        """SQL for ``column IN values`` and its parameters, per dialect."""
+        if self.postgres:
+            return f"{column} = ANY(%s)", (list(values),)
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
+    def assets(self) -> dict[str, Asset]:
+        """Registered assets by code."""
+        if self._assets is None:
+            with self.read() as connection:
+                rows = connection.execute(select(AssetRow.code, AssetRow.scale)).all()
+            self._assets = {code: Asset(code, scale) for code, scale in rows}
+        return self._assets
+
+    # ------------------------------------------------------------------ writes
+    def append(self, requests: Sequence[TxRequest], now_us: int) -> list[Receipt]:
+        """Commit ``requests`` in order as one atomic batch and return their receipts."""
+        digests = [request.digest() for request in requests]
+        assets = self.assets()
+        try:
+            with self._write() as connection:
+                head = self._lock_head(connection)
+                keys = self._resolve_keys(connection, requests, digests)
+                accounts = sorted({p.account for i in keys.fresh for p in requests[i].postings})
+                balances, versions = self._lock_accounts(connection, accounts)
+                known = set(versions)
+                journal = Journal(head, balances, versions, assets)
+                records: dict[int, TxRecord] = {}
+                for i in keys.fresh:
+                    try:
+                        records[i] = journal.apply(requests[i], digests[i], now_us)
+                    except LedgerError as exc:
+                        if len(requests) == 1:
+                            raise
+                        raise type(exc)(
+                            f"transaction {i + 1} of {len(requests)} "
+                            f"(key {requests[i].key!r}): {exc}"
+                        ) from exc
+                if records:
+                    self._insert(connection, list(records.values()), journal, known)
+                for i, seq in keys.committed.items():
+                    records[i] = self.transaction(seq, connection)
+                for i, j in keys.repeated.items():
+                    records[i] = records[j]
+        except IntegrityError as exc:
+            raise LedgerError(f"the database rejected the batch: {exc.orig}") from exc
+        repeats = keys.committed.keys() | keys.repeated.keys()
+        return [Receipt(records[i], duplicate=i in repeats) for i in range(len(requests))]
+
+    def _lock_head(self, connection: Connection) -> ChainHead:
+        # SQLite holds the database write lock since BEGIN IMMEDIATE already.
+        return self._read_head(connection, " FOR UPDATE" if self.postgres else "")
+
+    def _resolve_keys(
+        self, connection: Connection, requests: Sequence[TxRequest], digests: Sequence[bytes]
+    ) -> _Resolution:
+        keys = list({request.key for request in requests})
+        clause, params = self._in("key", keys)
+        stored = {
+            row[0]: (row[1], bytes(row[2]))
+            for row in connection.exec_driver_sql(
+                f"SELECT key, seq, digest FROM transactions WHERE {clause}", params
+            )
+        }
+        resolution = _Resolution([], {}, {})
+        first_in_batch: dict[str, int] = {}
+        for i, (request, digest) in enumerate(zip(requests, digests, strict=True)):
+            if request.key in stored:
+                seq, stored_digest = stored[request.key]
+                _check_same_payload(request.key, stored_digest, digest, f"sequence {seq}")
+                resolution.committed[i] = seq
+            elif request.key in first_in_batch:
+                j = first_in_batch[request.key]
+                _check_same_payload(request.key, digests[j], digest, "this batch")
+                resolution.repeated[i] = j
+            else:
+                first_in_batch[request.key] = i
+                resolution.fresh.append(i)
+        return resolution
+
+    def _lock_accounts(
+        self, connection: Connection, accounts: Sequence[str]
+    ) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+        if not accounts:
+            return {}, {}
+        clause, params = self._in("id", accounts)
+        lock = " ORDER BY id FOR UPDATE" if self.postgres else ""
+        versions = {
+            row[0]: row[1]
+            for row in connection.exec_driver_sql(
+                f"SELECT id, version FROM accounts WHERE {clause}{lock}", params
+            )
+        }
+        clause, params = self._in("account", accounts)
+        balances = {
+            (row[0], row[1]): row[2]
+            for row in connection.exec_driver_sql(
+                f"SELECT account, asset, balance FROM balances WHERE {clause}", params
+            )
+        }
+        return balances, versions
+
+    def _insert(
+        self, connection: Connection, records: list[TxRecord], journal: Journal, known: set[str]
+    ) -> None:
+        tx_rows = []
+        posting_rows = []
+        touched_balances: dict[tuple[str, str], int] = {}
+        opened: dict[str, int] = {}
+        for tx in records:
+            tx_rows.append(
+                (
+                    tx.seq,
+                    tx.key,
+                    tx.kind,
+                    tx.effective_at,
+                    tx.recorded_at,
+                    tx.metadata,
+                    tx.reverses,
+                    tx.digest,
+                    tx.prev_hash,
+                    tx.hash,
+                )
+            )
+            for idx, p in enumerate(tx.postings):
+                posting_rows.append(
+                    (tx.seq, idx, p.account, p.asset, p.amount, p.balance_after, p.version)
+                )
+                touched_balances[(p.account, p.asset)] = p.balance_after
+                if p.account not in known and p.account not in opened:
+                    opened[p.account] = tx.seq
+        versions = journal.versions
+        account_rows = [
+            (account, account_kind(account).value, opened.get(account, 0), versions[account])
+            for account in sorted({account for account, _ in touched_balances})
+        ]
+        balance_rows = [(a, s, b) for (a, s), b in sorted(touched_balances.items())]
+        head = journal.head
+        connection.exec_driver_sql(self._sql(_INSERT_TX), tx_rows)
+        connection.exec_driver_sql(self._sql(_INSERT_POSTING), posting_rows)
+        connection.exec_driver_sql(self._sql(_UPSERT_ACCOUNT), account_rows)
+        connection.exec_driver_sql(self._sql(_UPSERT_BALANCE), balance_rows)
+        connection.exec_driver_sql(self._sql(_UPDATE_HEAD), (head.seq, head.hash, head.recorded_at))
+
+    def seal(self, now_us: int) -> BlockHeader:
+        """Seal every transaction since the last block into a new block."""
+        with self._write() as connection:
+            head = self._lock_head(connection)
+            previous = self._last_block(connection)
+            if head.seq == (previous.last_seq if previous else 0):
+                raise NothingToSeal(
+                    "nothing to seal: no transactions since block "
+                    f"{previous.number if previous else 0}"
+                )
+            balances = connection.exec_driver_sql(
+                "SELECT account, asset, balance FROM balances"
+            ).all()
+            header = make_block(previous, head.seq, head.hash, [tuple(r) for r in balances], now_us)
+            connection.execute(insert(BlockRow), {**_block_columns(header), "hash": header.hash})
+            connection.execute(update(ChainHeadRow).values(block_number=header.number))
+        return header
+
+    # ------------------------------------------------------------------ reads
+    def head(self) -> ChainHead:
+        """The current chain head."""
+        with self.read() as connection:
+            return self._read_head(connection)
+
+    def _read_head(self, connection: Connection, lock: str = "") -> ChainHead:
+        row = connection.exec_driver_sql(
+            f"SELECT seq, hash, recorded_at FROM chain_head WHERE id = 1{lock}"
+        ).one()
+        return ChainHead(row[0], bytes(row[1]), row[2])
+
+    def transaction(self, seq: int, connection: Connection | None = None) -> TxRecord:
+        """The committed transaction at ``seq``."""
+        if connection is None:
+            with self.read() as conn:
+                return self.transaction(seq, conn)
+        rows = list(self._tx_rows(connection, f"t.seq = {int(seq)}"))
+        if not rows:
+            raise NotFound(f"no transaction with sequence {seq}")
+        return next(_group_transactions(iter(rows)))
+
+    def transaction_by_key(self, key: str) -> TxRecord | None:
+        """The committed transaction with idempotency key ``key``, if any."""
+        with self.read() as connection:
+            row = connection.exec_driver_sql(
+                self._sql("SELECT seq FROM transactions WHERE key = ?"), (key,)
+            ).first()
+            return None if row is None else self.transaction(row[0], connection)
+
+    def reversal_of(self, seq: int) -> int | None:
+        """Sequence of the transaction that reversed ``seq``, if any."""
+        with self.read() as connection:
+            row = connection.exec_driver_sql(
+                self._sql("SELECT seq FROM transactions WHERE reverses = ?"), (seq,)
+            ).first()
+            return None if row is None else int(row[0])
+
+    def iter_transactions(self, batch: int = 10_000) -> Iterator[TxRecord]:
+        """Every transaction in stored order (by sequence), streamed."""
+        with self.read() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=batch)
+            yield from _group_transactions(iter(self._tx_rows(result, "1 = 1")))
+
+    def _tx_rows(self, connection: Connection, where: str) -> Iterator[Any]:
+        # LEFT JOIN: a transaction may have no postings (market data events).
+        return iter(
+            connection.exec_driver_sql(
+                f"SELECT t.seq, t.kind, t.key, t.effective_at, t.recorded_at, t.metadata, "
+                f"t.reverses, t.digest, t.prev_hash, t.hash, p.idx, p.account, p.asset, "
+                f"p.amount, p.balance_after, p.version "
+                f"FROM transactions t LEFT JOIN postings p ON p.seq = t.seq "
+                f"WHERE {where} ORDER BY t.seq, p.idx"
+            )
+        )
+
+    def balance(self, account: str, asset: str, at_seq: int | None = None) -> tuple[int, int]:
+        """``(balance, seq)``: the balance after the account's last posting at or before
+        ``at_seq`` (default: now) and the sequence that balance is as of."""
+        with self.read() as connection:
+            head = self._read_head(connection).seq
+            as_of = head if at_seq is None else min(at_seq, head)
+            if at_seq is not None and at_seq < 0:
+                raise NotFound(f"sequence {at_seq} does not exist")
+            if at_seq is not None and at_seq > head:
+                raise NotFound(f"sequence {at_seq} is beyond the chain head {head}")
+            row = connection.exec_driver_sql(
+                self._sql(
+                    "SELECT balance_after FROM postings WHERE account = ? AND asset = ? "
+                    "AND seq <= ? ORDER BY seq DESC LIMIT 1"
+                ),
+                (account, asset, as_of),
+            ).first()
+            if row is None and not self._account_exists(connection, account):
+                raise NotFound(f"unknown account {account}: it has never received funds")
+            return (row[0] if row else 0), as_of
+
+    def _account_exists(self, connection: Connection, account: str) -> bool:
+        return (
+            connection.exec_driver_sql(
+                self._sql("SELECT 1 FROM accounts WHERE id = ?"), (account,)
+            ).first()
+            is not None
+        )
+
+    def history(self, account: str, asset: str) -> list[StatementLine]:
+        """Every posting of ``account`` in ``asset``, oldest first."""
+        with self.read() as connection:
+            if not self._account_exists(connection, account):
+                raise NotFound(f"unknown account {account}: it has never received funds")
+            rows = connection.exec_driver_sql(
+                self._sql(
+                    "SELECT p.seq, t.kind, t.key, t.recorded_at, t.effective_at, p.amount, "
+                    "p.balance_after FROM postings p JOIN transactions t ON t.seq = p.seq "
+                    "WHERE p.account = ? AND p.asset = ? ORDER BY p.seq"
+                ),
+                (account, asset),
+            ).all()
+            others: dict[int, list[str]] = {}
+            for seq, other in connection.exec_driver_sql(
+                self._sql(
+                    "SELECT o.seq, o.account FROM postings o JOIN postings p ON p.seq = o.seq "
+                    "WHERE p.account = ? AND p.asset = ? AND o.account <> ? ORDER BY o.seq, o.idx"
+                ),
+                (account, asset, account),
+            ):
+                others.setdefault(seq, []).append(other)
+        return [
+            StatementLine(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(others.get(r[0], ())))
+            for r in rows
+        ]
+
+    def current_balances(self) -> dict[tuple[str, str], int]:
+        """The ``balances`` projection as stored."""
+        with self.read() as connection:
+            rows = connection.exec_driver_sql("SELECT account, asset, balance FROM balances")
+            return {(r[0], r[1]): r[2] for r in rows}
+
+    def current_versions(self) -> dict[str, int]:
+        """The account versions as stored."""
+        with self.read() as connection:
+            rows = connection.exec_driver_sql("SELECT id, version FROM accounts")
+            return {r[0]: r[1] for r in rows}
+
+    def balances_at(self, seq: int) -> list[tuple[str, str, int]]:
+        """Every ``(account, asset, balance)`` as of sequence ``seq``."""
+        with self.read() as connection:
+            rows = connection.exec_driver_sql(
+                self._sql(
+                    "SELECT p.account, p.asset, p.balance_after FROM postings p JOIN ("
+                    " SELECT account, asset, MAX(seq) AS seq FROM postings WHERE seq <= ?"
+                    " GROUP BY account, asset) m"
+                    " ON p.account = m.account AND p.asset = m.asset AND p.seq = m.seq"
+                ),
+                (seq,),
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+    def _last_block(self, connection: Connection) -> BlockHeader | None:
+        row = connection.execute(_BLOCKS.order_by(BlockRow.number.desc()).limit(1)).first()
+        return None if row is None else _header(row)
+
+    def block(self, number: int | None = None) -> BlockHeader:
+        """Block ``number`` (default: the newest)."""
+        with self.read() as connection:
+            if number is None:
+                header = self._last_block(connection)
+                if header is None:
+                    raise NotFound("no block has been sealed yet: run `ledger seal`")
+                return header
+            row = connection.execute(_BLOCKS.where(BlockRow.number == number)).first()
+            if row is None:
+                raise NotFound(f"no block number {number}")
+            return _header(row)
+
+    def iter_blocks(self) -> Iterator[tuple[BlockHeader, bytes]]:
+        """Every stored header with the hash stored beside it, in order."""
+        with self.read() as connection:
+            for row in connection.execute(_BLOCKS.order_by(BlockRow.number)):
+                yield _header(row), bytes(row.hash)
+
+
+def _check_same_payload(key: str, stored: bytes, digest: bytes, where: str) -> None:
+    if stored != digest:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was already used for a different transaction "
+            f"({where}); use a new key for a new transaction"
+        )
+
+
+def _block_columns(header: BlockHeader) -> Mapping[str, Any]:
+    return {
+        "number": header.number,
+        "first_seq": header.first_seq,
+        "last_seq": header.last_seq,
+        "sealed_at": header.sealed_at,
+        "leaf_count": header.leaf_count,
+        "prev_block_hash": header.prev_block_hash,
+        "tx_head_hash": header.tx_head_hash,
+        "state_root": header.state_root,
+        "withdrawal_root": header.withdrawal_root,
+    }
+
+
+def _header(row: Any) -> BlockHeader:
+    return BlockHeader(
+        number=row.number,
+        first_seq=row.first_seq,
+        last_seq=row.last_seq,
+        sealed_at=row.sealed_at,
+        leaf_count=row.leaf_count,
+        prev_block_hash=bytes(row.prev_block_hash),
+        tx_head_hash=bytes(row.tx_head_hash),
+        state_root=bytes(row.state_root),
+        withdrawal_root=bytes(row.withdrawal_root),
+    )
+
+
+def _group_transactions(rows: Iterator[Any]) -> Iterator[TxRecord]:
+    """Fold joined (transaction, posting) rows into records, one per sequence."""
+    current: tuple[Any, ...] | None = None
+    legs: list[PostingRecord] = []
+    for row in rows:
+        if current is None or row[0] != current[0]:
+            if current is not None:
+                yield _record(current, legs)
+            current, legs = row, []
+        if row[10] is not None:
+            legs.append(PostingRecord(row[11], row[12], row[13], row[14], row[15]))
+    if current is not None:
+        yield _record(current, legs)
+
+
+def _record(row: tuple[Any, ...], legs: list[PostingRecord]) -> TxRecord:
+    return TxRecord(
+        seq=row[0],
+        kind=row[1],
+        key=row[2],
+        effective_at=row[3],
+        recorded_at=row[4],
+        metadata=row[5],
+        reverses=row[6],
+        postings=tuple(legs),
+        digest=bytes(row[7]),
+        prev_hash=bytes(row[8]),
+        hash=bytes(row[9]),
+    )

@@ -1,0 +1,110 @@
+"""Fixtures: every store test runs on SQLite and, when LEDGER_TEST_DATABASE_URL points at a
+PostgreSQL server, on PostgreSQL too (a fresh database per test, cloned from a migrated
+template)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from ledger import Ledger
+from ledger.store.database import database_url, make_engine, migrate
+
+PG_ENV = "LEDGER_TEST_DATABASE_URL"
+TEMPLATE = "ledger_test_template"
+
+ALICE = "0x" + "a1" * 20
+BOB = "0x" + "b2" * 20
+CAROL = "0x" + "c3" * 20
+
+
+def pg_admin_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    return database_url(url) if url else None
+
+
+_template_ready = False
+
+
+def _admin_execute(statement: str) -> None:
+    admin = pg_admin_url()
+    assert admin is not None
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(statement))
+    engine.dispose()
+
+
+def _with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def new_postgres_database() -> str:
+    """A fresh, migrated PostgreSQL database; returns its URL."""
+    global _template_ready
+    admin = pg_admin_url()
+    assert admin is not None
+    if not _template_ready:
+        _admin_execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        _admin_execute(f"CREATE DATABASE {TEMPLATE}")
+        engine = make_engine(_with_database(admin, TEMPLATE))
+        migrate(engine)
+        engine.dispose()
+        _template_ready = True
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    return _with_database(admin, name)
+
+
+def drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+STORES = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(pg_admin_url() is None, reason=f"{PG_ENV} is not set"),
+        ],
+    ),
+]
+
+
+@pytest.fixture(params=STORES)
+def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """An empty, migrated ledger database on each store."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        yield url
+    else:
+        url = new_postgres_database()
+        yield url
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL ledger database (skips without a server)."""
+    if pg_admin_url() is None:
+        pytest.skip(f"{PG_ENV} is not set")
+    url = new_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+def book(db_url: str) -> Iterator[Ledger]:
+    """An open ledger on each store."""
+    with Ledger(db_url) as ledger:
+        yield ledger
