@@ -19,13 +19,14 @@ How our transfer maps onto python-accounting:
   objects, as it normally does, but does not commit the outer transaction. We commit it every
   ``batch`` transfers. The library's own code is not changed.
 
-Run with the separate virtualenv: ``/work/venv-pa/bin/python
-scripts/python_accounting_workload.py``. python-accounting 2.0.0 needs ``SQLAlchemy>=2.1.4,<2.2``,
-and our project pins ``<2.1``.
+python-accounting 2.0.0 needs ``SQLAlchemy>=2.1.4,<2.2`` while the ledger pins ``<2.1``, so it
+runs in its own virtualenv (``scripts/setup_python_accounting.sh`` makes one);
+``scripts/bench_ledger.py`` calls this script with that interpreter and reads its JSON line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -125,10 +126,18 @@ def run_python_accounting(
     return transfers / elapsed
 
 
-if __name__ == "__main__":
-    BATCH = 100
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100)
+    parser.add_argument("--transfers", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rate = run_python_accounting(
-            os.path.join(tmp, "python_accounting.db"), accounts=100, transfers=2000, batch=BATCH
+            os.path.join(tmp, "python_accounting.db"), args.accounts, args.transfers, args.batch
         )
-    print(json.dumps({"python_accounting_transfers_per_s": round(rate, 2), "batch": BATCH}))
+    print(json.dumps({"python_accounting_transfers_per_s": round(rate, 2), "batch": args.batch}))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from ledger.errors import LimitExceeded
 
@@ -40,6 +41,17 @@ def encode_str(text: str) -> bytes:
     return _U16.pack(len(raw)) + raw
 
 
+@lru_cache(maxsize=1 << 16)
+def _encode_leg(account: str, asset: str) -> bytes:
+    """Account and asset of a posting: few distinct values, so cached."""
+    return encode_str(account) + encode_str(asset)
+
+
+@lru_cache(maxsize=256)
+def _encode_kind(kind: str) -> bytes:
+    return encode_str(kind)
+
+
 def encode_i128(value: int) -> bytes:
     """Signed 128-bit two's complement, big-endian."""
     return value.to_bytes(16, "big", signed=True)
@@ -47,6 +59,8 @@ def encode_i128(value: int) -> bytes:
 
 def canonical_json(value: Mapping[str, object]) -> str:
     """Deterministic JSON for metadata: sorted keys, no spaces, no floats."""
+    if not value:
+        return "{}"
     _reject_floats(value)
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
@@ -82,14 +96,14 @@ def encode_request(
     """Encoding of what a client asked for; its digest decides idempotent retries."""
     parts = [
         _REQ_MAGIC,
-        encode_str(kind),
+        _encode_kind(kind),
         encode_str(key),
         _I64.pack(-1 if effective_at is None else effective_at),
         _U64.pack(reverses or 0),
         encode_str(metadata),
     ]
     for account, asset, amount in postings:
-        parts += (encode_str(account), encode_str(asset), encode_i128(amount))
+        parts += (_encode_leg(account, asset), amount.to_bytes(16, "big", signed=True))
     return b"".join(parts)
 
 
@@ -104,28 +118,29 @@ def encode_tx(
     postings: Iterable[CommittedPostingFields],
 ) -> bytes:
     """Canonical encoding of a committed transaction (the hash chain's input)."""
-    body = [
-        _TX_MAGIC,
-        _U64.pack(seq),
-        encode_str(kind),
-        encode_str(key),
-        _I64.pack(effective_at),
-        _I64.pack(recorded_at),
-        _U64.pack(reverses or 0),
-        _U32.pack(len(metadata.encode("utf-8"))) + metadata.encode("utf-8"),
+    raw_metadata = metadata.encode("utf-8")
+    legs = [
+        _encode_leg(account, asset)
+        + amount.to_bytes(16, "big", signed=True)
+        + balance_after.to_bytes(16, "big", signed=True)
+        + _U64.pack(version)
+        for account, asset, amount, balance_after, version in postings
     ]
-    count = 0
-    for account, asset, amount, balance_after, version in postings:
-        body += (
-            encode_str(account),
-            encode_str(asset),
-            encode_i128(amount),
-            encode_i128(balance_after),
-            _U64.pack(version),
+    return b"".join(
+        (
+            _TX_MAGIC,
+            _U32.pack(len(legs)),
+            _U64.pack(seq),
+            _encode_kind(kind),
+            encode_str(key),
+            _I64.pack(effective_at),
+            _I64.pack(recorded_at),
+            _U64.pack(reverses or 0),
+            _U32.pack(len(raw_metadata)),
+            raw_metadata,
+            *legs,
         )
-        count += 1
-    body.insert(1, _U32.pack(count))
-    return b"".join(body)
+    )
 
 
 def chain_hash(prev_hash: bytes, encoded_tx: bytes) -> bytes:

@@ -1,5 +1,8 @@
 """Journal transactions and the pure state machine that appends them.
 
+Records are NamedTuples: immutable, typed, and several times cheaper to build than frozen
+dataclasses on the hot path (tens of thousands per second).
+
 :class:`Journal` holds the chain head and an overlay of the balances and account
 versions a batch touches. :meth:`Journal.apply` validates one request against it and
 returns the committed record, or raises without changing anything. The store loads
@@ -12,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
+from typing import NamedTuple
 
 from ledger.core.accounts import is_system, normalize_account
 from ledger.core.amounts import MAX_AMOUNT, USDC, Asset, format_amount
@@ -54,8 +58,7 @@ class TxKind(str, Enum):
 KNOWN_KINDS = frozenset(kind.value for kind in TxKind)
 
 
-@dataclass(frozen=True, slots=True)
-class Posting:
+class Posting(NamedTuple):
     """One requested leg: a signed amount in base units on an account."""
 
     account: str
@@ -63,8 +66,7 @@ class Posting:
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
-class TxRequest:
+class TxRequest(NamedTuple):
     """A transaction as a client asks for it, before it has a sequence number."""
 
     kind: str
@@ -88,8 +90,7 @@ class TxRequest:
         ).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class PostingRecord:
+class PostingRecord(NamedTuple):
     """A committed leg with the account's balance after it and the account's version."""
 
     account: str
@@ -99,8 +100,7 @@ class PostingRecord:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class TxRecord:
+class TxRecord(NamedTuple):
     """A committed, hash-chained transaction."""
 
     seq: int
@@ -129,8 +129,7 @@ class TxRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ChainHead:
+class ChainHead(NamedTuple):
     """The last committed transaction: where the next one chains on."""
 
     seq: int = 0
@@ -161,7 +160,11 @@ def make_request(
         raise LimitExceeded(
             f"a transaction has at most {MAX_POSTINGS_PER_TX} postings, got {len(postings)}"
         )
-    legs = tuple(Posting(canonical_account(p.account), p.asset, p.amount) for p in postings)
+    legs = tuple(
+        p if canonical_account(p.account) == p.account
+        else Posting(canonical_account(p.account), p.asset, p.amount)
+        for p in postings
+    )
     return TxRequest(
         kind=kind,
         key=key,
@@ -185,30 +188,32 @@ class Journal:
         """Validate ``request`` against the overlay and append it; all or nothing."""
         self._check(request)
         balances, versions = self.balances, self.versions
-        seq = self.head.seq + 1
-        recorded_at = max(now_us, self.head.recorded_at + 1)
+        head = self.head
+        seq = head.seq + 1
+        recorded_at = max(now_us, head.recorded_at + 1)
         legs: list[PostingRecord] = []
+        # _check guarantees each account appears at most once per asset; an account may
+        # still carry several assets, so versions count per account across the legs.
         new_versions: dict[str, int] = {}
         for p in request.postings:
-            before = balances.get((p.account, p.asset))
-            after = (before or 0) + p.amount
-            if not is_system(p.account):
-                if p.account not in versions and p.amount < 0:
-                    raise UnknownAccount(
-                        f"unknown account {p.account}: it has never received funds"
-                    )
+            account, amount = p.account, p.amount
+            before = balances.get((account, p.asset), 0)
+            after = before + amount
+            if not is_system(account):
+                if amount < 0 and account not in versions:
+                    raise UnknownAccount(f"unknown account {account}: it has never received funds")
                 if after < 0:
                     asset = self.assets[p.asset]
                     raise InsufficientFunds(
-                        f"insufficient funds: account {p.account} has "
-                        f"{format_amount(before or 0, asset)} {asset.code}, needs "
-                        f"{format_amount(-p.amount, asset)}"
+                        f"insufficient funds: account {account} has "
+                        f"{format_amount(before, asset)} {asset.code}, needs "
+                        f"{format_amount(-amount, asset)}"
                     )
-            if abs(after) > MAX_AMOUNT:
-                raise LimitExceeded(f"balance of {p.account} would exceed the 64-bit limit")
-            version = new_versions.get(p.account, versions.get(p.account, 0)) + 1
-            new_versions[p.account] = version
-            legs.append(PostingRecord(p.account, p.asset, p.amount, after, version))
+            if after > MAX_AMOUNT or after < -MAX_AMOUNT:
+                raise LimitExceeded(f"balance of {account} would exceed the 64-bit limit")
+            version = new_versions.get(account) or versions.get(account, 0)
+            new_versions[account] = version + 1
+            legs.append(PostingRecord(account, p.asset, amount, after, version + 1))
         # Validation is over: mutate the overlay only now, so a failure leaves it untouched.
         for leg in legs:
             balances[(leg.account, leg.asset)] = leg.balance_after
@@ -224,7 +229,7 @@ class Journal:
             request.reverses,
             ((leg.account, leg.asset, leg.amount, leg.balance_after, leg.version) for leg in legs),
         )
-        tx_hash = chain_hash(self.head.hash, encoded)
+        tx_hash = chain_hash(head.hash, encoded)
         record = TxRecord(
             seq=seq,
             kind=request.kind,
@@ -235,7 +240,7 @@ class Journal:
             reverses=request.reverses,
             postings=tuple(legs),
             digest=digest,
-            prev_hash=self.head.hash,
+            prev_hash=head.hash,
             hash=tx_hash,
         )
         self.head = ChainHead(seq, tx_hash, recorded_at)

@@ -175,7 +175,7 @@ class SqlStore:
             row[0]: (row[1], bytes(row[2]))
             for row in connection.exec_driver_sql(
                 f"SELECT key, seq, digest FROM transactions WHERE {clause}", params
-            )
+            ).all()
         }
         resolution = _Resolution([], {}, {})
         first_in_batch: dict[str, int] = {}
@@ -204,14 +204,14 @@ class SqlStore:
             row[0]: row[1]
             for row in connection.exec_driver_sql(
                 f"SELECT id, version FROM accounts WHERE {clause}{lock}", params
-            )
+            ).all()
         }
         clause, params = self._in("account", accounts)
         balances = {
             (row[0], row[1]): row[2]
             for row in connection.exec_driver_sql(
                 f"SELECT account, asset, balance FROM balances WHERE {clause}", params
-            )
+            ).all()
         }
         return balances, versions
 
