@@ -16,7 +16,8 @@ from ledger import Ledger
 from ledger.store.database import database_url, make_engine, migrate
 
 PG_ENV = "LEDGER_TEST_DATABASE_URL"
-TEMPLATE = "ledger_test_template"
+# One template per test process: parallel pytest runs on one server must not share it.
+TEMPLATE = f"ledger_test_template_{os.getpid()}"
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -59,6 +60,13 @@ def new_postgres_database() -> str:
     name = f"ledger_test_{uuid.uuid4().hex[:12]}"
     _admin_execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     return _with_database(admin, name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_template() -> Iterator[None]:
+    yield
+    if _template_ready:
+        _admin_execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
 def drop_postgres_database(url: str) -> None:

@@ -82,7 +82,7 @@ class TxRequest(NamedTuple):
             encode_request(
                 self.kind,
                 self.key,
-                ((p.account, p.asset, p.amount) for p in self.postings),
+                self.postings,  # a Posting is the (account, asset, amount) tuple
                 self.metadata,
                 self.effective_at,
                 self.reverses,
@@ -125,7 +125,7 @@ class TxRecord(NamedTuple):
             self.recorded_at,
             self.metadata,
             self.reverses,
-            ((p.account, p.asset, p.amount, p.balance_after, p.version) for p in self.postings),
+            self.postings,  # a PostingRecord is the tuple encode_tx expects
         )
 
 
@@ -161,7 +161,8 @@ def make_request(
             f"a transaction has at most {MAX_POSTINGS_PER_TX} postings, got {len(postings)}"
         )
     legs = tuple(
-        p if canonical_account(p.account) == p.account
+        p
+        if canonical_account(p.account) == p.account
         else Posting(canonical_account(p.account), p.asset, p.amount)
         for p in postings
     )
@@ -227,7 +228,7 @@ class Journal:
             recorded_at,
             request.metadata,
             request.reverses,
-            ((leg.account, leg.asset, leg.amount, leg.balance_after, leg.version) for leg in legs),
+            legs,
         )
         tx_hash = chain_hash(head.hash, encoded)
         record = TxRecord(

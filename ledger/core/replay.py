@@ -56,13 +56,12 @@ class Replayer:
         if chain_hash(self.head.hash, tx.encode()) != tx.hash:
             problems.append("stored hash does not match the transaction's contents")
         sums: dict[str, int] = {}
-        versions = dict.fromkeys({p.account for p in tx.postings}, 0)
+        balances, versions = self.balances, self.versions
         for p in tx.postings:
             sums[p.asset] = sums.get(p.asset, 0) + p.amount
-            after = self.balances.get((p.account, p.asset), 0) + p.amount
-            self.balances[(p.account, p.asset)] = after
-            version = self.versions.get(p.account, 0) + 1
-            self.versions[p.account] = version
+            after = balances.get((p.account, p.asset), 0) + p.amount
+            balances[(p.account, p.asset)] = after
+            version = versions.get(p.account, 0) + 1
             versions[p.account] = version
             if p.balance_after != after:
                 problems.append(
