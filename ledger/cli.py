@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
@@ -264,15 +264,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["audit_ok"] and summary["proof_valid"] else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ledger`` argument parser."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--db",
         default=argparse.SUPPRESS,
         help=f"database URL (env LEDGER_DB_URL; default {DEFAULT_URL})",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ledger", description="Hash-chained double-entry USDC ledger.", parents=[common]
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

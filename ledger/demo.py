@@ -161,7 +161,7 @@ def run_demo(
         work.step()
     work.flush()
     work.retry_one()
-    if book.store.head().seq > book.block().last_seq:
+    if work.since_seal:
         book.seal()
         stats.blocks += 1
     write_s = time.perf_counter() - started

@@ -1,11 +1,11 @@
 """Blocks: sealed ranges of transactions with a state root over all balances.
 
-The header encodes to 232 fixed-width bytes, the same as Solidity's
+The header encodes to 176 fixed-width bytes: the 8-byte magic ``LBLK0001`` (ASCII)
+followed by exactly Solidity's
 ``abi.encodePacked(uint64 number, uint64 firstSeq, uint64 lastSeq, uint64 sealedAt,
 uint64 leafCount, bytes32 prevBlockHash, bytes32 txHeadHash, bytes32 stateRoot,
-bytes32 withdrawalRoot)`` preceded by the 8-byte magic ``LBLK0001`` (ASCII);
-``block_hash = sha256(encoding)``. ``withdrawal_root`` is zero until withdrawals
-are settled on chain.
+bytes32 withdrawalRoot)``; ``block_hash = sha256(encoding)``. ``withdrawal_root`` is zero
+until withdrawals are settled on chain.
 """
 
 from __future__ import annotations

@@ -29,9 +29,12 @@ class AccountProof:
     leaf_index: int
     siblings: tuple[bytes, ...]
     block: BlockHeader
+    block_hash: bytes  # as stated in the proof; must equal the hash of the header fields
 
     def verify(self) -> tuple[bool, str]:
         """(valid, reason). Checks the block hash, then the Merkle path."""
+        if self.block_hash != self.block.hash:
+            return False, "the block hash does not match the header fields"
         leaf = leaf_hash(self.account, self.asset.code, self.balance)
         if not verify_proof(
             leaf, self.leaf_index, self.block.leaf_count, self.siblings, self.block.state_root
@@ -62,8 +65,6 @@ class AccountProof:
                 raise ValueError(f"unsupported proof version {data['version']!r}")
             block = BlockHeader.from_json(data["block"])
             stated_hash = bytes.fromhex(data["block"]["hash"].removeprefix("0x"))
-            if stated_hash != block.hash:
-                raise ValueError("the block hash does not match the header fields")
             asset = Asset(str(data["asset"]), int(data["scale"]))
             balance = int(data["balance_units"])
             if format_amount(balance, asset) != data["balance"]:
@@ -74,7 +75,7 @@ class AccountProof:
             index = data["leaf_index"]
             if type(index) is not int:
                 raise ValueError("leaf_index must be an integer")
-            return cls(str(data["account"]), asset, balance, index, siblings, block)
+            return cls(str(data["account"]), asset, balance, index, siblings, block, stated_hash)
         except (KeyError, TypeError, ValueError, AssertionError, AttributeError) as exc:
             raise InvalidProof(f"malformed proof: {exc}") from exc
 
@@ -95,6 +96,5 @@ def build_proof(
         raise NotFound(f"account {account} has no {asset.code} balance in block {block.number}")
     leaves = [leaf_hash(*leaf) for leaf in ordered]
     assert len(leaves) == block.leaf_count, (len(leaves), block.leaf_count)
-    return AccountProof(
-        account, asset, ordered[index][2], index, tuple(merkle_proof(leaves, index)), block
-    )
+    siblings = tuple(merkle_proof(leaves, index))
+    return AccountProof(account, asset, ordered[index][2], index, siblings, block, block.hash)

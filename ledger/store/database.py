@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 import migrations
 from ledger.errors import StoreNotInitialised
@@ -78,11 +78,15 @@ def migrate(engine: Engine) -> None:
 
 def check_schema(engine: Engine) -> None:
     """Raise StoreNotInitialised unless the database is at the newest migration."""
+    path = engine.url.database
+    if engine.dialect.name == "sqlite" and path and not Path(path).exists():
+        # Checked before connecting: SQLite would create an empty file.
+        raise StoreNotInitialised(f"no ledger database at {path}: run `ledger init`")
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     try:
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
             current = MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
+    except DBAPIError as exc:
         raise StoreNotInitialised(f"cannot open the ledger database: {exc.orig}") from exc
     if current != head:
         raise StoreNotInitialised(
