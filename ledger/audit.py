@@ -101,7 +101,7 @@ def audit(store: SqlStore, progress: Progress | None = None) -> AuditReport:
             )
         )
     problems = replayer.check_final(
-        store.current_balances(), store.current_versions(), store.head()
+        store.current_balances(), store.current_versions(), store.head(), store.head_block()
     )
     if progress is not None:
         progress(checked_tx, total)

@@ -125,6 +125,9 @@ class Ledger:
     def reverse(self, seq: int, *, reason: str, key: str | None = None) -> Receipt:
         """Post the exact opposite of transaction ``seq`` (a correction; history stays)."""
         original = self.store.transaction(seq)
+        request = operations.reversal(original, _key(key), reason)
+        if key is not None and self.store.transaction_by_key(key) is not None:
+            return self.submit([request])[0]  # the store decides: idempotent retry or conflict
         if original.kind == TxKind.REVERSAL.value:
             raise AlreadyReversed(
                 f"transaction {seq} is itself a reversal; correct it with a new transaction"
@@ -132,7 +135,7 @@ class Ledger:
         reversed_by = self.store.reversal_of(seq)
         if reversed_by is not None:
             raise AlreadyReversed(f"transaction {seq} was already reversed by {reversed_by}")
-        return self.submit([operations.reversal(original, _key(key), reason)])[0]
+        return self.submit([request])[0]
 
     def seal(self) -> BlockHeader:
         """Seal the transactions since the last block into a new block."""

@@ -98,6 +98,7 @@ class Replayer:
                 "state_root",
                 "leaf_count",
                 "sealed_at",
+                "withdrawal_root",
             )
             if getattr(stored, name) != getattr(expected, name)
         ]
@@ -111,9 +112,16 @@ class Replayer:
         balances: Mapping[tuple[str, str], int],
         versions: Mapping[str, int],
         head: ChainHead,
+        head_block: int,
     ) -> list[str]:
-        """Compare the store's current balances, versions and chain head with replay."""
+        """Compare the store's current balances, versions, chain head and newest block
+        number with replay."""
         problems: list[str] = []
+        replayed_block = self.last_block.number if self.last_block else 0
+        if head_block != replayed_block:
+            problems.append(
+                f"chain head names block {head_block}, the stored blocks end at {replayed_block}"
+            )
         for key in sorted(set(balances) | set(self.balances)):
             stored, replayed = balances.get(key), self.balances.get(key)
             if stored != replayed:

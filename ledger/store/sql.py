@@ -158,8 +158,9 @@ class SqlStore:
                         ) from exc
                 if records:
                     self._insert(connection, list(records.values()), journal, known)
+                committed = self._transactions(connection, sorted(set(keys.committed.values())))
                 for i, seq in keys.committed.items():
-                    records[i] = self.transaction(seq, connection)
+                    records[i] = committed[seq]
                 for i, j in keys.repeated.items():
                     records[i] = records[j]
         except IntegrityError as exc:
@@ -286,23 +287,39 @@ class SqlStore:
         with self.read() as connection:
             return self._read_head(connection)
 
+    def head_block(self) -> int:
+        """Number of the newest sealed block, as the chain head records it."""
+        with self.read() as connection:
+            return int(
+                connection.exec_driver_sql("SELECT block_number FROM chain_head").scalar_one()
+            )
+
     def _read_head(self, connection: Connection, lock: str = "") -> ChainHead:
         row = connection.exec_driver_sql(
             f"SELECT seq, hash, recorded_at FROM chain_head WHERE id = 1{lock}"
         ).one()
         return ChainHead(row[0], bytes(row[1]), row[2])
 
-    def transaction(self, seq: int, connection: Connection | None = None) -> TxRecord:
+    def transaction(self, seq: int) -> TxRecord:
         """The committed transaction at ``seq``."""
-        if connection is None:
-            with self.read() as conn:
-                return self.transaction(seq, conn)
-        where = f"WHERE seq = {int(seq)} "
-        transactions = connection.exec_driver_sql(_TX_SELECT + where).all()
-        if not transactions:
+        with self.read() as connection:
+            found = self._transactions(connection, [seq])
+        if seq not in found:
             raise NotFound(f"no transaction with sequence {seq}")
-        postings = connection.exec_driver_sql(_POSTING_SELECT + where + "ORDER BY idx").all()
-        return next(_merge(iter(transactions), iter(postings)))
+        return found[seq]
+
+    def _transactions(self, connection: Connection, seqs: Sequence[int]) -> dict[int, TxRecord]:
+        """Committed transactions by sequence (two queries, whatever the count)."""
+        if not seqs:
+            return {}
+        clause, params = self._in("seq", seqs)
+        transactions = connection.exec_driver_sql(
+            _TX_SELECT + f"WHERE {clause} ORDER BY seq", params
+        ).all()
+        postings = connection.exec_driver_sql(
+            _POSTING_SELECT + f"WHERE {clause} ORDER BY seq, idx", params
+        ).all()
+        return {tx.seq: tx for tx in _merge(iter(transactions), iter(postings))}
 
     def transaction_by_key(self, key: str) -> TxRecord | None:
         """The committed transaction with idempotency key ``key``, if any."""
@@ -310,7 +327,7 @@ class SqlStore:
             row = connection.exec_driver_sql(
                 self._sql("SELECT seq FROM transactions WHERE key = ?"), (key,)
             ).first()
-            return None if row is None else self.transaction(row[0], connection)
+            return None if row is None else self._transactions(connection, [row[0]])[row[0]]
 
     def reversal_of(self, seq: int) -> int | None:
         """Sequence of the transaction that reversed ``seq``, if any."""
