@@ -12,9 +12,9 @@ from ledger.audit import AuditReport, Progress, audit
 from ledger.core import operations
 from ledger.core.amounts import USDC, Asset, format_amount, parse_amount
 from ledger.core.blocks import BlockHeader
-from ledger.core.journal import MAX_BATCH, TxKind, TxRecord, TxRequest, canonical_account
+from ledger.core.journal import MAX_BATCH, TxRecord, TxRequest, canonical_account
 from ledger.core.proofs import AccountProof, build_proof
-from ledger.errors import AlreadyReversed, LimitExceeded, NotFound
+from ledger.errors import LimitExceeded, NotFound
 from ledger.store.database import check_schema, make_engine, migrate
 from ledger.store.sql import Receipt, SqlStore, StatementLine
 
@@ -125,17 +125,8 @@ class Ledger:
     def reverse(self, seq: int, *, reason: str, key: str | None = None) -> Receipt:
         """Post the exact opposite of transaction ``seq`` (a correction; history stays)."""
         original = self.store.transaction(seq)
-        request = operations.reversal(original, _key(key), reason)
-        if key is not None and self.store.transaction_by_key(key) is not None:
-            return self.submit([request])[0]  # the store decides: idempotent retry or conflict
-        if original.kind == TxKind.REVERSAL.value:
-            raise AlreadyReversed(
-                f"transaction {seq} is itself a reversal; correct it with a new transaction"
-            )
-        reversed_by = self.store.reversal_of(seq)
-        if reversed_by is not None:
-            raise AlreadyReversed(f"transaction {seq} was already reversed by {reversed_by}")
-        return self.submit([request])[0]
+        # The store checks, under its write lock, that ``seq`` may still be reversed.
+        return self.submit([operations.reversal(original, _key(key), reason)])[0]
 
     def seal(self) -> BlockHeader:
         """Seal the transactions since the last block into a new block."""

@@ -224,3 +224,25 @@ def test_audit_of_an_intact_ledger(book: Ledger) -> None:
     report = book.audit()
     assert report.ok and report.transactions == 20 and report.blocks == 2
     assert report.head_hash == book.store.head().hash
+
+
+def test_reversals_are_checked_inside_the_write(book: Ledger) -> None:
+    book.deposit(ALICE, "10")
+    original = book.transaction(1)
+    twice = [operations.reversal(original, "r1", "x"), operations.reversal(original, "r2", "y")]
+    with pytest.raises(AlreadyReversed, match="'r1' earlier in this batch"):
+        book.submit(twice)
+    forged = make_request(
+        TxKind.REVERSAL.value,
+        "forged",
+        [Posting(ALICE, "USDC", -1), Posting("system:bridge", "USDC", 1)],
+        reverses=1,
+    )
+    with pytest.raises(UnbalancedTransaction, match="exactly the opposite"):
+        book.submit([forged])
+    missing = make_request(
+        TxKind.REVERSAL.value, "missing", list(original.postings[:0]), reverses=99
+    )
+    with pytest.raises(NotFound, match="no transaction with sequence 99"):
+        book.submit([missing])
+    assert book.store.head().seq == 1

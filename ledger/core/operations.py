@@ -14,7 +14,13 @@ from ledger.core.journal import (
     canonical_account,
     make_request,
 )
-from ledger.errors import InvalidAccount, SameAccount
+from ledger.errors import (
+    AlreadyReversed,
+    InvalidAccount,
+    NotFound,
+    SameAccount,
+    UnbalancedTransaction,
+)
 
 
 def _user_account(account: str, role: str) -> str:
@@ -81,3 +87,22 @@ def reversal(original: TxRecord, key: str, reason: str) -> TxRequest:
         {"reason": reason},
         reverses=original.seq,
     )
+
+
+def check_reversal(request: TxRequest, original: TxRecord | None, reversed_by: str | None) -> None:
+    """Refuse a reversal of a missing transaction, of a reversal, of something already
+    reversed (``reversed_by`` says by what), or one that is not the exact opposite."""
+    seq = request.reverses
+    if original is None:
+        raise NotFound(f"no transaction with sequence {seq} to reverse")
+    if original.kind == TxKind.REVERSAL.value:
+        raise AlreadyReversed(
+            f"transaction {seq} is itself a reversal; correct it with a new transaction"
+        )
+    if reversed_by is not None:
+        raise AlreadyReversed(f"transaction {seq} was already reversed by {reversed_by}")
+    opposite = tuple(Posting(p.account, p.asset, -p.amount) for p in original.postings)
+    if request.kind != TxKind.REVERSAL.value or request.postings != opposite:
+        raise UnbalancedTransaction(
+            f"a reversal of {seq} must post exactly the opposite of its postings"
+        )

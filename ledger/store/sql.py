@@ -28,6 +28,7 @@ from ledger.core.accounts import account_kind
 from ledger.core.amounts import Asset
 from ledger.core.blocks import BlockHeader, make_block
 from ledger.core.journal import ChainHead, Journal, PostingRecord, TxRecord, TxRequest
+from ledger.core.operations import check_reversal
 from ledger.errors import IdempotencyConflict, LedgerError, NotFound, NothingToSeal
 from ledger.store.schema import AssetRow, BlockRow, ChainHeadRow
 
@@ -141,6 +142,7 @@ class SqlStore:
             with self._write() as connection:
                 head = self._lock_head(connection)
                 keys = self._resolve_keys(connection, requests, digests)
+                self._check_reversals(connection, [requests[i] for i in keys.fresh])
                 accounts = sorted({p.account for i in keys.fresh for p in requests[i].postings})
                 balances, versions = self._lock_accounts(connection, accounts)
                 known = set(versions)
@@ -198,6 +200,26 @@ class SqlStore:
                 first_in_batch[request.key] = i
                 resolution.fresh.append(i)
         return resolution
+
+    def _check_reversals(self, connection: Connection, fresh: Sequence[TxRequest]) -> None:
+        """Under the write lock, so two concurrent reversals of one transaction cannot both
+        pass (the unique index on ``reverses`` is only the last line of defence)."""
+        targets = sorted({r.reverses for r in fresh if r.reverses is not None})
+        if not targets:
+            return
+        originals = self._transactions(connection, targets)
+        clause, params = self._in("reverses", targets)
+        reversed_by = {
+            row[0]: str(row[1])
+            for row in connection.exec_driver_sql(
+                f"SELECT reverses, seq FROM transactions WHERE {clause}", params
+            ).all()
+        }
+        for request in fresh:
+            if request.reverses is not None:
+                target = request.reverses
+                check_reversal(request, originals.get(target), reversed_by.get(target))
+                reversed_by[target] = f"{request.key!r} earlier in this batch"
 
     def _lock_accounts(
         self, connection: Connection, accounts: Sequence[str]
@@ -328,14 +350,6 @@ class SqlStore:
                 self._sql("SELECT seq FROM transactions WHERE key = ?"), (key,)
             ).first()
             return None if row is None else self._transactions(connection, [row[0]])[row[0]]
-
-    def reversal_of(self, seq: int) -> int | None:
-        """Sequence of the transaction that reversed ``seq``, if any."""
-        with self.read() as connection:
-            row = connection.exec_driver_sql(
-                self._sql("SELECT seq FROM transactions WHERE reverses = ?"), (seq,)
-            ).first()
-            return None if row is None else int(row[0])
 
     def iter_transactions(self, batch: int = 10_000) -> Iterator[TxRecord]:
         """Every transaction in stored order (by sequence), streamed."""
