@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
+from multiprocessing import get_context
 from typing import Any
 
-from ledger.core.replay import Divergence, Replayer
+from ledger.core.authorization import Auth
+from ledger.core.journal import TxRecord
+from ledger.core.replay import Divergence, Replayer, chain_ids, verify_signature
 from ledger.store.sql import SqlStore
 
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 10_000
+# Below this many transactions, starting worker processes costs more than it saves.
+PARALLEL_FROM = 2_000
+CHUNK = 256
+Verified = Auth | str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +60,42 @@ class AuditReport:
         return report
 
 
-def audit(store: SqlStore, progress: Progress | None = None) -> AuditReport:
-    """Replay every transaction and block; stop at the first divergence."""
+def _verify_chunk(chunk: list[TxRecord], l1_chain_id: int, l2_chain_id: str) -> list[Auth | str]:
+    return [verify_signature(tx, l1_chain_id, l2_chain_id) for tx in chunk]
+
+
+def _with_signatures(
+    store: SqlStore, transactions: Iterator[TxRecord], workers: int
+) -> Iterator[tuple[TxRecord, Verified]]:
+    """Transactions in order, each with its signature check done ahead in worker
+    processes (signature checks are stateless; everything else stays sequential)."""
+    if workers <= 1:
+        yield from ((tx, None) for tx in transactions)
+        return
+    l1_chain_id, l2_chain_id = chain_ids(store.transaction(1))
+    pending: deque[tuple[list[TxRecord], Future[list[Auth | str]]]] = deque()
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        while chunk := list(islice(transactions, CHUNK)):
+            pending.append((chunk, pool.submit(_verify_chunk, chunk, l1_chain_id, l2_chain_id)))
+            if len(pending) > 2 * workers:
+                done, future = pending.popleft()
+                yield from zip(done, future.result(), strict=True)
+        while pending:
+            done, future = pending.popleft()
+            yield from zip(done, future.result(), strict=True)
+
+
+def audit(
+    store: SqlStore, progress: Progress | None = None, workers: int | None = None
+) -> AuditReport:
+    """Replay every transaction and block; stop at the first divergence. Signature checks
+    run in ``workers`` processes (default: one per CPU on large ledgers)."""
     started = time.perf_counter()
     replayer = Replayer()
     blocks = list(store.iter_blocks())
     total = store.head().seq
+    if workers is None:
+        workers = os.cpu_count() or 1 if total >= PARALLEL_FROM else 1
     checked_tx = checked_blocks = 0
 
     def report(divergence: Divergence | None) -> AuditReport:
@@ -67,13 +108,13 @@ def audit(store: SqlStore, progress: Progress | None = None) -> AuditReport:
             divergence,
         )
 
-    for tx in store.iter_transactions():
-        problems = replayer.check_tx(tx)
+    for tx, verified in _with_signatures(store, store.iter_transactions(), workers):
+        problems = replayer.check_signature(tx, verified) + replayer.check_tx(tx)
         checked_tx += 1
         if problems:
             return report(Divergence(tx.seq, None, tuple(problems)))
         while checked_blocks < len(blocks) and blocks[checked_blocks][0].last_seq <= tx.seq:
-            header, stored_hash = blocks[checked_blocks]
+            header, stored_hash, signature = blocks[checked_blocks]
             if header.last_seq < tx.seq:
                 return report(
                     Divergence(
@@ -82,7 +123,7 @@ def audit(store: SqlStore, progress: Progress | None = None) -> AuditReport:
                         (f"ends at sequence {header.last_seq}, which the journal skipped",),
                     )
                 )
-            problems = replayer.check_block(header, stored_hash)
+            problems = replayer.check_block(header, stored_hash, signature)
             checked_blocks += 1
             if problems:
                 return report(Divergence(None, header.number, tuple(problems)))
@@ -102,7 +143,7 @@ def audit(store: SqlStore, progress: Progress | None = None) -> AuditReport:
         )
     problems = replayer.check_final(
         store.current_balances(), store.current_versions(), store.head(), store.head_block()
-    )
+    ) + replayer.check_auth_projection(store.auth_projection())
     if progress is not None:
         progress(checked_tx, total)
     return report(Divergence(None, None, tuple(problems)) if problems else None)

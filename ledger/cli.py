@@ -18,14 +18,18 @@ from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
+from ledger.core import envelopes, genesis
 from ledger.core.amounts import USDC, format_amount
 from ledger.core.blocks import BlockHeader
 from ledger.core.proofs import AccountProof
-from ledger.demo import DemoConfig, SyntheticClock, run_demo
-from ledger.errors import InvalidProof, LedgerError
+from ledger.demo import DEMO_OPERATOR, DemoConfig, SyntheticClock, run_demo
+from ledger.errors import InvalidProof, LedgerError, MalformedEnvelope, StoreNotInitialised
 from ledger.ledger import Ledger
 from ledger.store.database import DEFAULT_URL, database_url
 from ledger.store.sql import Receipt
+from ledger.wallet import files
+from ledger.wallet.actions import sign_action_file
+from ledger.wallet.signer import Wallet
 
 DEMO_URL = "sqlite:///ledger-demo.db"
 
@@ -80,38 +84,139 @@ def _show_header(header: BlockHeader, as_json: bool) -> None:
         print(f"{name:>16}  {value}")
 
 
-def _open(args: argparse.Namespace) -> Ledger:
-    return Ledger(args.db)
+def _open(args: argparse.Namespace, operator: bool = False) -> Ledger:
+    book = Ledger(args.db)
+    if operator:
+        book.operator = files.open_operator(book.l1_chain_id)
+    return book
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    with Ledger.init(args.db) as book:
-        print(f"ledger ready at {database_url(args.db)} (head seq {book.store.head().seq})")
+    operator = files.open_operator(args.l1_chain_id, create=True)
+    with Ledger.init(args.db, operator=operator, l2_chain_id=args.l2_chain_id) as book:
+        print(
+            f"ledger ready at {database_url(args.db)} (head seq {book.store.head().seq}); "
+            f"operator {operator.address} ({files.operator_path()})"
+        )
     return 0
 
 
 def cmd_deposit(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with _open(args, operator=True) as book:
         _show_receipt(book.deposit(args.account, args.amount, key=args.key), args.json)
     return 0
 
 
-def cmd_withdraw(args: argparse.Namespace) -> int:
+def _sign_or_submit(
+    args: argparse.Namespace, sign: Callable[[Ledger, Wallet], dict[str, Any]]
+) -> int:
     with _open(args) as book:
-        _show_receipt(book.withdraw(args.account, args.amount, key=args.key), args.json)
+        wallet = files.open_wallet(Path(args.keystore), book.l1_chain_id)
+        envelope = sign(book, wallet)
+        if args.sign_only:
+            _print_json(envelope)
+        else:
+            _show_receipt(book.submit_signed(envelope), args.json)
     return 0
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    return _sign_or_submit(
+        args,
+        lambda book, wallet: wallet.withdraw(
+            args.account, args.amount, book.domain, args.nonce, args.expiry
+        ),
+    )
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    with _open(args) as book:
-        receipt = book.transfer(args.source, args.target, args.amount, key=args.key)
-        _show_receipt(receipt, args.json)
-    return 0
+    return _sign_or_submit(
+        args,
+        lambda book, wallet: wallet.transfer(
+            args.source, args.target, args.amount, book.domain, args.nonce, args.expiry
+        ),
+    )
+
+
+def cmd_onboard(args: argparse.Namespace) -> int:
+    return _sign_or_submit(args, lambda book, wallet: wallet.onboarding(book.domain))
 
 
 def cmd_reverse(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with _open(args, operator=True) as book:
         _show_receipt(book.reverse(args.seq, reason=args.reason, key=args.key), args.json)
+    return 0
+
+
+def cmd_operator_add(args: argparse.Namespace) -> int:
+    with _open(args, operator=True) as book:
+        _show_receipt(book.add_operator(args.address), args.json)
+    return 0
+
+
+def cmd_wallet_new(args: argparse.Namespace) -> int:
+    address = files.new_wallet_file(Path(args.out))
+    print(f"{address.lower()}  (encrypted keystore {args.out})")
+    return 0
+
+
+def cmd_wallet_show(args: argparse.Namespace) -> int:
+    wallet = files.open_wallet(Path(args.file), args.l1_chain_id)
+    shown = {
+        "l1_address": wallet.address,
+        "stark_public_key": f"{wallet.stark_public_key:#x}",
+        "l2_address": f"{wallet.stark_account:#x}",
+        "l1_chain_id": wallet.l1_chain_id,
+    }
+    if args.json:
+        _print_json(shown)
+    else:
+        for name, value in shown.items():
+            print(f"{name:>17}  {value}")
+    return 0
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise MalformedEnvelope(f"cannot read {path}: {exc}") from exc
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    action = _read_json(args.file)
+    wallet = files.open_wallet(Path(args.keystore), args.l1_chain_id)
+    _print_json(sign_action_file(action, wallet, genesis.l2_domain(args.l2_chain_id)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    envelope = _read_json(args.file)
+    domain = genesis.l2_domain(args.l2_chain_id)
+    try:
+        if isinstance(envelope, dict) and envelope.get("format") == envelopes.ONBOARDING_FORMAT:
+            auth, _ = envelopes.verify_onboarding(envelope, domain, args.l1_chain_id)
+            what = f"onboarding of {auth.signer}"
+        else:
+            verified = envelopes.verify_action(envelope, domain)
+            # Offline, the L2 key's binding to the owner cannot be checked: submit does.
+            what = (
+                f"{verified.action} by {verified.owner} (nonce {verified.auth.nonce}, "
+                f"L2 key {verified.auth.stark_key:#x})"
+            )
+    except LedgerError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    print(f"valid: {what}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    envelope = _read_json(args.file)
+    if not isinstance(envelope, dict):
+        raise MalformedEnvelope(f"{args.file} does not hold a JSON object")
+    with _open(args) as book:
+        _show_receipt(book.submit_signed(envelope), args.json)
     return 0
 
 
@@ -175,7 +280,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with _open(args, operator=True) as book:
         _show_header(book.seal(), args.json)
     return 0
 
@@ -236,6 +341,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_non_empty(url: str) -> None:
+    try:
+        with Ledger(url) as book:
+            if book.store.head().seq:
+                raise LedgerError(
+                    f"the demo needs an empty ledger, and {url} has transactions; "
+                    "omit --db to use a fresh ledger-demo.db"
+                )
+    except StoreNotInitialised:
+        return
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     explicit = args.db or os.environ.get("LEDGER_DB_URL")
     url = explicit or DEMO_URL
@@ -243,13 +360,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         Path("ledger-demo.db").unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
             Path("ledger-demo.db" + suffix).unlink(missing_ok=True)
-    book = Ledger.init(url, clock=SyntheticClock())
+    else:
+        _refuse_non_empty(url)
+    book = Ledger.init(url, operator=DEMO_OPERATOR, clock=SyntheticClock())
     with book:
-        if book.store.head().seq != 0:
-            raise LedgerError(
-                f"the demo needs an empty ledger, and {url} has transactions; "
-                "omit --db to use a fresh ledger-demo.db"
-            )
         summary = run_demo(
             book,
             DemoConfig(args.accounts, args.transactions, args.seed),
@@ -296,20 +410,72 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--key", help="idempotency key (a retry with it writes nothing)")
         json_flag(sub)
 
-    command("init", cmd_init, "create or upgrade the database schema (runs the migrations)")
-    sub = command("deposit", cmd_deposit, "credit USDC arriving from outside")
+    def chain_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--l1-chain-id",
+            type=int,
+            default=genesis.DEFAULT_L1_CHAIN_ID,
+            help="chain id of the EIP-712 domain (L1)",
+        )
+        sub.add_argument(
+            "--l2-chain-id",
+            default=genesis.DEFAULT_L2_CHAIN_ID,
+            help="chainId of the SNIP-12 domain (L2)",
+        )
+
+    def signed_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--keystore", required=True, help="the owner's wallet keystore")
+        sub.add_argument(
+            "--sign-only",
+            action="store_true",
+            help="print the signed envelope instead of submitting it",
+        )
+        sub.add_argument("--nonce", type=int, help="default: milliseconds since the epoch")
+        sub.add_argument("--expiry", type=int, help="unix seconds; default: in one hour")
+        json_flag(sub)
+
+    sub = command("init", cmd_init, "create the schema and genesis (operator key, chain ids)")
+    chain_flags(sub)
+    sub = command("deposit", cmd_deposit, "credit USDC arriving from outside (operator-signed)")
     sub.add_argument("account")
     sub.add_argument("amount", help="decimal USDC, e.g. 100.25")
     write_flags(sub)
-    sub = command("withdraw", cmd_withdraw, "debit USDC leaving the venue")
+    sub = command("withdraw", cmd_withdraw, "debit USDC leaving the venue (owner-signed)")
     sub.add_argument("account")
     sub.add_argument("amount", help="decimal USDC")
-    write_flags(sub)
-    sub = command("transfer", cmd_transfer, "move USDC between accounts")
+    signed_flags(sub)
+    sub = command("transfer", cmd_transfer, "move USDC between accounts (owner-signed)")
     sub.add_argument("source")
     sub.add_argument("target")
     sub.add_argument("amount", help="decimal USDC")
-    write_flags(sub)
+    signed_flags(sub)
+    sub = command("onboard", cmd_onboard, "bind a wallet's L1 address to its L2 key")
+    signed_flags(sub)
+    wallet = commands.add_parser("wallet", help="create or show a wallet keystore")
+    wallet_commands = wallet.add_subparsers(dest="wallet_command", required=True, metavar="COMMAND")
+    sub = wallet_commands.add_parser("new", help="create an encrypted keystore", parents=[common])
+    sub.add_argument("--out", default="wallet.json")
+    sub.set_defaults(handler=cmd_wallet_new)
+    sub = wallet_commands.add_parser(
+        "show", help="L1 address, L2 key and address", parents=[common]
+    )
+    sub.add_argument("file")
+    sub.add_argument("--l1-chain-id", type=int, default=genesis.DEFAULT_L1_CHAIN_ID)
+    json_flag(sub)
+    sub.set_defaults(handler=cmd_wallet_show)
+    sub = command("operator-add", cmd_operator_add, "register another operator key (signed)")
+    sub.add_argument("address")
+    json_flag(sub)
+    sub = command("sign", cmd_sign, "sign an action file (JSON) and print the envelope")
+    sub.add_argument("file")
+    sub.add_argument("--keystore", required=True)
+    chain_flags(sub)
+    sub = command("verify", cmd_verify, "verify a signed envelope offline (exit 0 valid, 1 not)")
+    sub.add_argument("file")
+    chain_flags(sub)
+    sub = command("submit", cmd_submit, "verify a signed envelope and apply it")
+    sub.add_argument("file")
+    json_flag(sub)
     sub = command("reverse", cmd_reverse, "post the exact opposite of a transaction")
     sub.add_argument("seq", type=int)
     sub.add_argument("--reason", required=True)

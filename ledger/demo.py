@@ -18,8 +18,10 @@ from ledger.core.encoding import sha256
 from ledger.core.journal import TxRequest
 from ledger.errors import InsufficientFunds, UnknownAccount
 from ledger.ledger import Ledger
+from ledger.wallet import Wallet
 
 EPOCH_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+EXPIRY_S = EPOCH_US // 1_000_000 + 365 * 86_400  # actions stay valid for the whole demo
 BATCH = 100
 BLOCK_EVERY = 500
 
@@ -28,8 +30,8 @@ BLOCK_EVERY = 500
 class DemoConfig:
     """Size of the synthetic workload."""
 
-    accounts: int = 200
-    transactions: int = 3_000
+    accounts: int = 100
+    transactions: int = 2_000
     seed: int = 42
 
 
@@ -57,20 +59,36 @@ class SyntheticClock:
         return EPOCH_US + self.ticks * 1_000
 
 
-def demo_address(i: int) -> str:
-    """Deterministic user address number ``i``."""
-    return "0x" + sha256(f"ledger-demo-{i}".encode()).hexdigest()[:40]
+def demo_wallet(name: str) -> Wallet:
+    """A deterministic wallet (its key derives from ``name``): demo data only."""
+    return Wallet(sha256(f"ledger-demo-{name}".encode()).digest())
+
+
+DEMO_OPERATOR = demo_wallet("operator")
 
 
 class _Workload:
     def __init__(self, book: Ledger, config: DemoConfig, stats: DemoStats) -> None:
         self.book, self.config, self.stats = book, config, stats
         self.rng = random.Random(config.seed)
-        self.users = [demo_address(i) for i in range(config.accounts)]
+        self.wallets = {w.address: w for w in (demo_wallet(str(i)) for i in range(config.accounts))}
+        self.users = list(self.wallets)
+        self.nonces = dict.fromkeys(self.users, 0)
         self.model: dict[str, int] = {}
         self.pending: list[TxRequest] = []
         self.since_seal = 0
         self.n = 0
+
+    def onboard(self) -> None:
+        book = self.book
+        book.submit([book.request_for(w.onboarding(book.domain)) for w in self.wallets.values()])
+
+    def nonce(self, owner: str) -> int:
+        self.nonces[owner] += 1
+        return self.nonces[owner]
+
+    def signed(self, envelope: dict[str, Any]) -> TxRequest:
+        return self.book.request_for(envelope)
 
     def key(self) -> str:
         self.n += 1
@@ -106,25 +124,26 @@ class _Workload:
             account = self.rng.choice(self.users)
             amount = self.rng.randint(100, 10_000) * 10**USDC.scale
             self.stats.deposited += amount
-            self.queue(operations.deposit(account, amount, self.key()), {account: amount})
+            deposit = operations.deposit(account, amount, self.key())
+            self.queue(self.book.operator_signed(deposit), {account: amount})
             return
         source = self.funded()
         if source is None:
             return
         amount = self.rng.randint(1, self.model[source])
+        wallet, domain = self.wallets[source], self.book.domain
         if roll < 0.35:
             self.stats.withdrawn += amount
-            self.queue(operations.withdrawal(source, amount, self.key()), {source: -amount})
+            envelope = wallet.withdraw(source, amount, domain, self.nonce(source), EXPIRY_S)
+            self.queue(self.signed(envelope), {source: -amount})
         elif roll < 0.97:
             target = self.rng.choice(self.users)
             if self.rng.random() < 0.1:
                 target = f"{source}:isolated-{self.rng.randint(1, 3)}"
             if target == source:
                 return
-            self.queue(
-                operations.transfer(source, target, amount, self.key()),
-                {source: -amount, target: amount},
-            )
+            envelope = wallet.transfer(source, target, amount, domain, self.nonce(source), EXPIRY_S)
+            self.queue(self.signed(envelope), {source: -amount, target: amount})
         else:
             self.reject_overdraft(source)
 
@@ -132,20 +151,23 @@ class _Workload:
         """An overdraft, submitted alone: it must fail and write nothing."""
         self.flush()
         too_much = self.model[source] + 1
+        wallet = self.wallets[source]
         try:
-            self.book.withdraw(source, too_much, key=self.key())
+            # A refused action does not use up its nonce.
+            self.book.withdraw(
+                source, too_much, wallet=wallet, nonce=self.nonces[source] + 1, expiry=EXPIRY_S
+            )
         except (InsufficientFunds, UnknownAccount):
             self.stats.rejected += 1
         else:  # pragma: no cover - would be a ledger bug
             raise AssertionError("an overdraft was accepted")
 
     def retry_one(self) -> None:
-        """Resubmit the first transaction with its key: an idempotent no-op."""
-        first = self.book.transaction(1)
-        receipt = self.book.submit(
-            [operations.deposit(first.postings[1].account, first.postings[1].amount, first.key)]
-        )[0]
-        assert receipt.duplicate and receipt.seq == 1
+        """Resubmit the first deposit with its key: an idempotent no-op."""
+        first = next(tx for tx in self.book.store.iter_transactions() if tx.kind == "deposit")
+        deposit = operations.deposit(first.postings[1].account, first.postings[1].amount, first.key)
+        receipt = self.book.system(deposit)
+        assert receipt.duplicate and receipt.seq == first.seq
         self.stats.duplicates += 1
 
 
@@ -156,7 +178,9 @@ def run_demo(
     stats = DemoStats()
     work = _Workload(book, config, stats)
     started = time.perf_counter()
-    progress(f"writing {config.transactions} transactions over {config.accounts} accounts")
+    progress(f"onboarding {config.accounts} wallets")
+    work.onboard()
+    progress(f"writing {config.transactions} signed transactions over {config.accounts} accounts")
     while stats.committed + len(work.pending) + stats.rejected < config.transactions:
         work.step()
     work.flush()

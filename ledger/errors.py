@@ -62,3 +62,47 @@ class InvalidProof(LedgerError):
 
 class StoreNotInitialised(LedgerError):
     """The database has no ledger schema yet."""
+
+
+class AuthorizationError(LedgerError):
+    """A signed action or event was refused before anything was written."""
+
+
+class MalformedEnvelope(AuthorizationError):
+    """A signed envelope is not valid JSON of the documented shape, or a field is malformed."""
+
+
+class BadSignature(AuthorizationError):
+    """The signature does not verify, or was made by another key."""
+
+
+class MalleableSignature(AuthorizationError):
+    """An ECDSA signature with a high ``s`` (its malleated twin) is refused."""
+
+
+class WrongDomain(AuthorizationError):
+    """The signed domain (name, version, chain id) is not this ledger's."""
+
+
+class ActionExpired(AuthorizationError):
+    """The action's expiry is in the past."""
+
+
+class NonceReused(AuthorizationError):
+    """The nonce was already used, or is not above the account's last nonce."""
+
+
+class NotOnboarded(AuthorizationError):
+    """The account's owner has not onboarded a wallet (or onboarded a different key)."""
+
+
+class NotOwner(AuthorizationError):
+    """The signer does not own the account the action moves funds from."""
+
+
+class UnknownOperator(AuthorizationError):
+    """A system event is not signed by a registered operator key."""
+
+
+class KeystoreError(LedgerError):
+    """A keystore file cannot be read, decrypted or written."""

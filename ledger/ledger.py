@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.audit import AuditReport, Progress, audit
-from ledger.core import operations
+from ledger.core import envelopes, genesis, operations
+from ledger.core.accounts import normalize_address
 from ledger.core.amounts import USDC, Asset, format_amount, parse_amount
 from ledger.core.blocks import BlockHeader
 from ledger.core.journal import MAX_BATCH, TxRecord, TxRequest, canonical_account
 from ledger.core.proofs import AccountProof, build_proof
-from ledger.errors import LimitExceeded, NotFound
+from ledger.errors import LimitExceeded, MalformedEnvelope, NotFound, UnknownOperator
 from ledger.store.database import check_schema, make_engine, migrate
 from ledger.store.sql import Receipt, SqlStore, StatementLine
+from ledger.wallet.signer import Wallet
 
 Clock = Callable[[], int]
 
@@ -47,22 +49,49 @@ class Balance:
 class Ledger:
     """A hash-chained double-entry ledger on SQLite (default) or PostgreSQL.
 
+    Nothing enters the journal unsigned: user actions carry their owner's SNIP-12 signature
+    (see :class:`~ledger.wallet.Wallet`), system events the operator's EIP-712 signature.
     Amounts are ``int`` base units (USDC: 1 = 0.000001) or decimal strings (``"100.25"``).
     """
 
-    def __init__(self, url: str | None = None, *, clock: Clock = now_us) -> None:
+    def __init__(
+        self, url: str | None = None, *, clock: Clock = now_us, operator: Wallet | None = None
+    ) -> None:
         self.engine = make_engine(url)
         check_schema(self.engine)
         self.store = SqlStore(self.engine)
         self.clock = clock
+        self.operator = operator
+        settings = self.store.settings()
+        self.l1_chain_id = int(settings.get("l1_chain_id", genesis.DEFAULT_L1_CHAIN_ID))
+        self.domain = genesis.l2_domain(settings.get("l2_chain_id", genesis.DEFAULT_L2_CHAIN_ID))
 
     @classmethod
-    def init(cls, url: str | None = None, *, clock: Clock = now_us) -> Ledger:
-        """Run the migrations (idempotent) and open the ledger."""
+    def init(
+        cls,
+        url: str | None = None,
+        *,
+        operator: Wallet,
+        l2_chain_id: str = genesis.DEFAULT_L2_CHAIN_ID,
+        clock: Clock = now_us,
+    ) -> Ledger:
+        """Run the migrations (idempotent) and, on an empty ledger, record genesis: the
+        operator key (signed by itself) and the chain ids of the signing domains."""
         engine = make_engine(url)
         migrate(engine)
         engine.dispose()
-        return cls(url, clock=clock)
+        book = cls(url, clock=clock, operator=operator)
+        if book.store.head().seq == 0:
+            registration = genesis.operator_registration(
+                operator.address,
+                "genesis",
+                l1_chain_id=operator.l1_chain_id,
+                l2_chain_id=l2_chain_id,
+            )
+            book.store.append([operator.sign_system(registration)], clock())
+            book.close()
+            book = cls(url, clock=clock, operator=operator)
+        return book
 
     def close(self) -> None:
         """Release database connections."""
@@ -76,14 +105,54 @@ class Ledger:
 
     # ------------------------------------------------------------------ writes
     def submit(self, requests: Sequence[TxRequest]) -> list[Receipt]:
-        """Commit a batch atomically: every request is applied, or none is."""
+        """Verify every request's signature and commit the batch atomically."""
         if not requests:
             return []
         if len(requests) > MAX_BATCH:
             raise LimitExceeded(
                 f"a batch holds at most {MAX_BATCH} transactions, got {len(requests)}"
             )
-        return self.store.append(requests, self.clock())
+        verified = [
+            request._replace(auth=envelopes.auth_of(request, self.domain, self.l1_chain_id))
+            for request in requests
+        ]
+        return self.store.append(verified, self.clock())
+
+    def submit_signed(self, envelope: Mapping[str, Any]) -> Receipt:
+        """Verify a signed envelope (a user action or an onboarding) and apply it."""
+        return self.submit([self.request_for(envelope)])[0]
+
+    def request_for(self, envelope: Mapping[str, Any]) -> TxRequest:
+        """The journal request a signed envelope asks for; :meth:`submit` then verifies its
+        signatures (once)."""
+        if not isinstance(envelope, Mapping):
+            raise MalformedEnvelope("a signed envelope is a JSON object")
+        if envelope.get("format") == envelopes.ONBOARDING_FORMAT:
+            auth, checked = envelopes.verify_onboarding(envelope, self.domain, self.l1_chain_id)
+            return envelopes.request_for_onboarding(auth, checked)._replace(auth=None)
+        action = envelopes.parse_action(envelope, self.domain)
+        return envelopes.request_for_action(action)._replace(auth=None)
+
+    def _operator(self) -> Wallet:
+        if self.operator is None:
+            raise UnknownOperator(
+                "system events are operator-signed: open the ledger with an operator key "
+                "(LEDGER_OPERATOR_KEYSTORE)"
+            )
+        return self.operator
+
+    def operator_signed(self, request: TxRequest) -> TxRequest:
+        """``request`` signed by this ledger's operator key (for batches of system events)."""
+        return self._operator().sign_system(request)
+
+    def system(self, request: TxRequest) -> Receipt:
+        """Sign ``request`` with the operator key and apply it."""
+        return self.submit([self.operator_signed(request)])[0]
+
+    def add_operator(self, address: str) -> Receipt:
+        """Register another operator key, signed by a current one."""
+        owner = normalize_address(address)
+        return self.system(genesis.operator_registration(owner, f"operator/{owner}"))
 
     def deposit(
         self,
@@ -93,21 +162,25 @@ class Ledger:
         key: str | None = None,
         metadata: Mapping[str, object] | None = None,
     ) -> Receipt:
-        """Credit USDC arriving from outside the venue."""
-        request = operations.deposit(account, _units(amount), _key(key), metadata)
-        return self.submit([request])[0]
+        """Credit USDC arriving from outside the venue (operator-signed)."""
+        return self.system(operations.deposit(account, _units(amount), _key(key), metadata))
+
+    def onboard(self, wallet: Wallet) -> Receipt:
+        """Record ``wallet``'s onboarding (it signs; the ledger verifies)."""
+        return self.submit_signed(wallet.onboarding(self.domain))
 
     def withdraw(
         self,
         account: str,
         amount: int | str,
         *,
-        key: str | None = None,
-        metadata: Mapping[str, object] | None = None,
+        wallet: Wallet,
+        nonce: int | None = None,
+        expiry: int | None = None,
     ) -> Receipt:
-        """Debit USDC leaving the venue."""
-        request = operations.withdrawal(account, _units(amount), _key(key), metadata)
-        return self.submit([request])[0]
+        """Debit USDC leaving the venue, signed by the owner's ``wallet``."""
+        envelope = wallet.withdraw(account, amount, self.domain, nonce, expiry)
+        return self.submit_signed(envelope)
 
     def transfer(
         self,
@@ -115,22 +188,24 @@ class Ledger:
         target: str,
         amount: int | str,
         *,
-        key: str | None = None,
-        metadata: Mapping[str, object] | None = None,
+        wallet: Wallet,
+        nonce: int | None = None,
+        expiry: int | None = None,
     ) -> Receipt:
-        """Move USDC between two accounts."""
-        request = operations.transfer(source, target, _units(amount), _key(key), metadata)
-        return self.submit([request])[0]
+        """Move USDC between two accounts, signed by the source owner's ``wallet``."""
+        envelope = wallet.transfer(source, target, amount, self.domain, nonce, expiry)
+        return self.submit_signed(envelope)
 
     def reverse(self, seq: int, *, reason: str, key: str | None = None) -> Receipt:
-        """Post the exact opposite of transaction ``seq`` (a correction; history stays)."""
+        """Post the exact opposite of transaction ``seq`` (an operator correction)."""
         original = self.store.transaction(seq)
         # The store checks, under its write lock, that ``seq`` may still be reversed.
-        return self.submit([operations.reversal(original, _key(key), reason)])[0]
+        return self.system(operations.reversal(original, _key(key), reason))
 
     def seal(self) -> BlockHeader:
-        """Seal the transactions since the last block into a new block."""
-        return self.store.seal(self.clock())
+        """Seal the transactions since the last block into a new, operator-signed block."""
+        operator = self._operator()
+        return self.store.seal(self.clock(), operator.address, operator.sign_block)
 
     # ------------------------------------------------------------------ reads
     def transaction(self, seq: int) -> TxRecord:
@@ -157,9 +232,10 @@ class Ledger:
         leaves = self.store.balances_at(header.last_seq)
         return build_proof(canonical_account(account), self._asset(asset), leaves, header)
 
-    def audit(self, progress: Progress | None = None) -> AuditReport:
-        """Replay from genesis and compare every balance, version, hash and root."""
-        return audit(self.store, progress)
+    def audit(self, progress: Progress | None = None, workers: int | None = None) -> AuditReport:
+        """Replay from genesis: re-verify every signature and recompute every balance,
+        version, hash and root (signature checks in ``workers`` processes)."""
+        return audit(self.store, progress, workers)
 
     def _asset(self, code: str) -> Asset:
         assets = self.store.assets()

@@ -13,15 +13,33 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger
+from ledger.core.encoding import sha256
 from ledger.store.database import database_url, make_engine, migrate
+from ledger.wallet import Wallet
 
 PG_ENV = "LEDGER_TEST_DATABASE_URL"
 # One template per test process: parallel pytest runs on one server must not share it.
 TEMPLATE = f"ledger_test_template_{os.getpid()}"
 
-ALICE = "0x" + "a1" * 20
-BOB = "0x" + "b2" * 20
-CAROL = "0x" + "c3" * 20
+
+def test_wallet(name: str) -> Wallet:
+    """A deterministic wallet for tests (its key is derived from ``name``)."""
+    return Wallet(sha256(f"ledger-test-wallet-{name}".encode()).digest())
+
+
+test_wallet.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+OPERATOR = test_wallet("operator")
+ALICE_WALLET = test_wallet("alice")
+BOB_WALLET = test_wallet("bob")
+CAROL_WALLET = test_wallet("carol")
+ALICE = ALICE_WALLET.address
+BOB = BOB_WALLET.address
+CAROL = CAROL_WALLET.address
+WALLETS = {ALICE: ALICE_WALLET, BOB: BOB_WALLET, CAROL: CAROL_WALLET}
+# Genesis (the operator key) and the three onboardings come first in every `book`.
+FIRST_SEQ = 5
 
 
 def pg_admin_url() -> str | None:
@@ -111,8 +129,16 @@ def postgres_url() -> Iterator[str]:
     drop_postgres_database(url)
 
 
+def open_book(url: str) -> Ledger:
+    """Genesis with the test operator, and ALICE, BOB and CAROL onboarded."""
+    ledger = Ledger.init(url, operator=OPERATOR)
+    for wallet in WALLETS.values():
+        ledger.onboard(wallet)
+    return ledger
+
+
 @pytest.fixture
 def book(db_url: str) -> Iterator[Ledger]:
-    """An open ledger on each store."""
-    with Ledger(db_url) as ledger:
+    """An open ledger on each store, with ALICE, BOB and CAROL onboarded."""
+    with open_book(db_url) as ledger:
         yield ledger

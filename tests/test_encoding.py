@@ -18,6 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.core import envelopes, genesis
+from ledger.core.authorization import AuthState
 from ledger.core.blocks import BlockHeader, make_block
 from ledger.core.encoding import (
     MAX_METADATA_BYTES,
@@ -27,8 +29,9 @@ from ledger.core.encoding import (
     encode_tx,
 )
 from ledger.core.journal import ChainHead, Journal
-from ledger.core.operations import deposit, transfer
+from ledger.core.operations import deposit
 from ledger.errors import LimitExceeded
+from tests.conftest import ALICE_WALLET, OPERATOR
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -221,11 +224,35 @@ def test_previous_hash_changes_the_chain_hash() -> None:
 
 
 def test_journal_chains_with_the_documented_encoding() -> None:
-    """The hashes the journal state machine commits are exactly sha256(prev || encoding)."""
-    journal = Journal(ChainHead(), {}, {})
-    first = journal.apply(deposit(ALICE, 100_000_000, "d-1"), b"\x00" * 32, 1_000)
-    second = journal.apply(transfer(ALICE, BOB, 39_750_000, "t-1"), b"\x00" * 32, 1_000)
-    for record, prev in ((first, ZERO_HASH), (second, first.hash)):
+    """The hashes the journal state machine commits are exactly sha256(prev || encoding),
+    for every kind of signed transaction: genesis (the operator key), an onboarding, an
+    operator-signed deposit and an owner-signed transfer (signatures live in the metadata,
+    which the encoding covers)."""
+    domain = genesis.l2_domain(genesis.DEFAULT_L2_CHAIN_ID)
+    alice = ALICE_WALLET.address
+    registration = genesis.operator_registration(
+        OPERATOR.address,
+        "genesis",
+        l1_chain_id=OPERATOR.l1_chain_id,
+        l2_chain_id=genesis.DEFAULT_L2_CHAIN_ID,
+    )
+    onboarding_auth, onboarding = envelopes.verify_onboarding(
+        ALICE_WALLET.onboarding(domain), domain, ALICE_WALLET.l1_chain_id
+    )
+    signed_transfer = ALICE_WALLET.transfer(alice, BOB, 39_750_000, domain, 1, 4_102_444_800)
+    requests = [
+        OPERATOR.sign_system(registration),
+        envelopes.request_for_onboarding(onboarding_auth, onboarding),
+        OPERATOR.sign_system(deposit(alice, 100_000_000, "d-1")),
+        envelopes.request_for_action(envelopes.verify_action(signed_transfer, domain)),
+    ]
+    journal = Journal(ChainHead(), {}, {}, AuthState())
+    records = [journal.apply(request, b"\x00" * 32, 1_000) for request in requests]
+    assert [r.kind for r in records] == ["operator_keys", "onboarding", "deposit", "transfer"]
+    assert [r.seq for r in records] == [1, 2, 3, 4]
+    prev = ZERO_HASH
+    for record in records:
+        assert json.loads(record.metadata)["auth"]  # the signature is part of the encoding
         reference = Tx(
             seq=record.seq,
             kind=record.kind,
@@ -241,9 +268,13 @@ def test_journal_chains_with_the_documented_encoding() -> None:
         assert record.prev_hash == prev
         assert record.encode() == ref_encode(reference)
         assert record.hash == ref_chain(prev, ref_encode(reference))
-    assert second.recorded_at == 1_001  # recorded time strictly increases
-    assert [p.version for p in second.postings] == [2, 1]
-    assert [p.balance_after for p in second.postings] == [60_250_000, 39_750_000]
+        prev = record.hash
+    # Recorded time strictly increases.
+    assert [r.recorded_at for r in records] == [1_000, 1_001, 1_002, 1_003]
+    transfer = records[-1]
+    assert transfer.key == f"{alice}/1"
+    assert [p.version for p in transfer.postings] == [2, 1]
+    assert [p.balance_after for p in transfer.postings] == [60_250_000, 39_750_000]
 
 
 texts = st.text(max_size=12)

@@ -3,6 +3,8 @@ both stores, idempotent to migrate, and refused with a clear message when missin
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,22 +13,28 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from eth_account import Account
 from sqlalchemy import Engine, inspect, text
 
 import ledger
 import migrations
 from ledger import Ledger
 from ledger.cli import main
+from ledger.core.encoding import sha256
 from ledger.errors import StoreNotInitialised
 from ledger.store.database import check_schema, make_engine, migrate
 from ledger.store.schema import JOURNAL_TABLES, Base
 from tests.conftest import (
     ALICE,
+    ALICE_WALLET,
     BOB,
+    FIRST_SEQ,
+    OPERATOR,
     STORES,
     _admin_execute,
     _with_database,
     drop_postgres_database,
+    open_book,
     pg_admin_url,
 )
 
@@ -38,7 +46,25 @@ MODEL_TABLES = {
     "postings",
     "blocks",
     "chain_head",
+    "operators",
+    "wallets",
+    "nonces",
+    "settings",
 }
+# Tables whose rows a migration could seed or change (0002 adds a column to blocks).
+ROW_TABLES = (
+    "alembic_version",
+    "assets",
+    "chain_head",
+    "accounts",
+    "balances",
+    "blocks",
+    "operators",
+    "wallets",
+    "nonces",
+    "settings",
+)
+HEAD_REVISION = "0002"
 
 
 @pytest.fixture(params=STORES)
@@ -98,7 +124,7 @@ def _snapshot(eng: Engine) -> dict[str, Any]:
     with eng.connect().execution_options(sqlite_begin="DEFERRED") as connection:
         rows = {
             name: sorted(tuple(r) for r in connection.execute(text(f"SELECT * FROM {name}")))
-            for name in ("alembic_version", "assets", "chain_head", "accounts", "balances")
+            for name in ROW_TABLES
         }
     return {"tables": tables, "triggers": _triggers(eng), "rows": rows}
 
@@ -169,7 +195,9 @@ def test_migration_installs_the_append_only_guards(engine: Engine) -> None:
     assert triggers == expected
 
 
-def test_migration_seeds_usdc_and_the_genesis_head(engine: Engine) -> None:
+def test_migration_seeds_usdc_and_the_empty_head(engine: Engine) -> None:
+    """The migrations seed the asset and an empty chain head; genesis (the operator key and
+    the chain ids) is a signed transaction that ``ledger init`` writes, not migration data."""
     with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
         assert [tuple(r) for r in connection.execute(text("SELECT code, scale FROM assets"))] == [
             ("USDC", 6)
@@ -179,13 +207,31 @@ def test_migration_seeds_usdc_and_the_genesis_head(engine: Engine) -> None:
         ).all()
         assert [(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in head] == [(1, 0, b"\x00" * 32, 0, 0)]
         version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [r[0] for r in version] == ["0001"]
+        assert [r[0] for r in version] == [HEAD_REVISION]
+        for table in ("transactions", "operators", "wallets", "nonces", "settings"):
+            assert connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 0, table
 
 
 # --------------------------------------------------------------------------- migrations only
+def _operator_keystore(path: Path, password: str) -> Path:
+    """A keystore holding conftest's OPERATOR key (cheap scrypt: tests only)."""
+    key = sha256(b"ledger-test-wallet-operator").digest()
+    encrypted = Account.encrypt(key, password, kdf="scrypt", iterations=2)
+    assert encrypted["address"].lower() == OPERATOR.address[2:]
+    path.write_text(json.dumps(encrypted))
+    return path
+
+
 def test_fresh_database_has_no_tables_until_init(
-    empty_url: str, capsys: pytest.CaptureFixture[str]
+    empty_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    keystore = _operator_keystore(tmp_path / "operator.json", "pw")
+    monkeypatch.setenv("LEDGER_OPERATOR_KEYSTORE", str(keystore))
+    monkeypatch.setenv("LEDGER_KEYSTORE_PASSWORD", "pw")
+    monkeypatch.delenv("LEDGER_OPERATOR_PASSWORD", raising=False)
     eng = make_engine(empty_url)
     try:
         assert _tables(eng) == set()
@@ -193,39 +239,51 @@ def test_fresh_database_has_no_tables_until_init(
             Ledger(empty_url)
         assert _tables(eng) == set(), "opening a ledger must not create the schema"
         assert main(["init", "--db", empty_url]) == 0
-        assert "head seq 0" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"(head seq 1); operator {OPERATOR.address} ({keystore})" in out
         assert _tables(eng) == MODEL_TABLES | {"alembic_version"}
         with Ledger(empty_url) as book:
-            assert book.store.head().seq == 0
+            assert book.store.head().seq == 1
+            assert book.transaction(1).kind == "operator_keys"
+        with eng.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+            operators = connection.execute(text("SELECT address, added_seq FROM operators"))
+            assert [tuple(r) for r in operators] == [(OPERATOR.address, 1)]
     finally:
         eng.dispose()
 
 
 def test_no_code_path_creates_tables_from_the_models() -> None:
-    """The models must never be used to create the schema (``metadata.create_all``)."""
+    """The models must never be used to create the schema (``metadata.create_all``,
+    ``Table.create``). ``Account.create()`` (eth-account: a new wallet key) is the one
+    ``.create(`` call allowed."""
     roots = [Path(ledger.__file__).parent, Path(migrations.__file__).parent]
+    forbidden = re.compile(r"create_all|(?<!\bAccount)\.create\(")
     offenders = [
         str(path)
         for root in roots
         for path in root.rglob("*.py")
-        if "create_all" in path.read_text() or ".create(" in path.read_text()
+        if forbidden.search(path.read_text())
     ]
     assert offenders == []
+    assert forbidden.search("Base.metadata.create_all(engine)")
+    assert forbidden.search("TransactionRow.__table__.create(bind)")
+    assert not forbidden.search("account = Account.create()")
 
 
 def test_migrate_twice_is_a_no_op(engine: Engine, db_url: str) -> None:
-    with Ledger(db_url) as book:
+    with open_book(db_url) as book:
         book.deposit(ALICE, "10")
-        book.transfer(ALICE, BOB, "4")
+        book.transfer(ALICE, BOB, "4", wallet=ALICE_WALLET, nonce=1)
         book.seal()
     before = _snapshot(engine)
+    assert before["rows"]["operators"] and before["rows"]["wallets"] and before["rows"]["nonces"]
     migrate(engine)
     migrate(engine)
     assert _snapshot(engine) == before
-    Ledger.init(db_url).close()
+    Ledger.init(db_url, operator=OPERATOR).close()  # genesis exists: writes nothing
     assert _snapshot(engine) == before
     with Ledger(db_url) as book:
-        assert book.store.head().seq == 2
+        assert book.store.head().seq == FIRST_SEQ + 1
         assert book.audit().ok
 
 
@@ -251,7 +309,8 @@ def test_check_schema_refuses_an_unknown_revision(empty_url: str) -> None:
         with eng.begin() as connection:
             connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
             connection.execute(text("INSERT INTO alembic_version VALUES ('9999')"))
-        with pytest.raises(StoreNotInitialised, match=r"at 9999, the code needs 0001.*ledger init"):
+        expected = rf"at 9999, the code needs {HEAD_REVISION}.*ledger init"
+        with pytest.raises(StoreNotInitialised, match=expected):
             check_schema(eng)
     finally:
         eng.dispose()

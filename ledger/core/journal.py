@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from ledger.core.accounts import is_system, normalize_account
 from ledger.core.amounts import MAX_AMOUNT, USDC, Asset, format_amount
+from ledger.core.authorization import Auth, AuthState, authorize, commit, debited_accounts
 from ledger.core.encoding import (
     ZERO_HASH,
     canonical_json,
@@ -53,6 +54,9 @@ class TxKind(str, Enum):
     SETTLEMENT = "settlement"
     LIQUIDATION = "liquidation"
     PRICE_UPDATE = "price_update"
+    ONBOARDING = "onboarding"
+    OPERATOR_KEYS = "operator_keys"
+    ACCOUNT_SETTING = "account_setting"
 
 
 KNOWN_KINDS = frozenset(kind.value for kind in TxKind)
@@ -75,6 +79,8 @@ class TxRequest(NamedTuple):
     metadata: str = "{}"
     effective_at: int | None = None
     reverses: int | None = None
+    # Who signed it, derived from the signature in ``metadata`` (not part of the digest).
+    auth: Auth | None = None
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical request; equal digests mean an idempotent retry."""
@@ -183,6 +189,7 @@ class Journal:
     head: ChainHead
     balances: dict[tuple[str, str], int]
     versions: dict[str, int]
+    auth_state: AuthState = field(default_factory=AuthState)
     assets: Mapping[str, Asset] = field(default_factory=lambda: {USDC.code: USDC})
 
     def apply(self, request: TxRequest, digest: bytes, now_us: int) -> TxRecord:
@@ -192,6 +199,8 @@ class Journal:
         head = self.head
         seq = head.seq + 1
         recorded_at = max(now_us, head.recorded_at + 1)
+        debited = debited_accounts(request.postings)
+        authorize(request.kind, request.auth, debited, self.auth_state, recorded_at)
         legs: list[PostingRecord] = []
         # _check guarantees each account appears at most once per asset; an account may
         # still carry several assets, so versions count per account across the legs.
@@ -219,6 +228,8 @@ class Journal:
         for leg in legs:
             balances[(leg.account, leg.asset)] = leg.balance_after
         versions.update(new_versions)
+        assert request.auth is not None  # authorize() refused unsigned requests
+        commit(request.kind, request.auth, self.auth_state)
         effective_at = request.effective_at if request.effective_at is not None else recorded_at
         encoded = encode_tx(
             seq,

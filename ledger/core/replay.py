@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ledger.core import eip712, envelopes, genesis
 from ledger.core.accounts import is_system
+from ledger.core.authorization import Auth, AuthState, authorize, commit, debited_accounts
 from ledger.core.blocks import BlockHeader, make_block
 from ledger.core.encoding import ZERO_HASH, chain_hash
-from ledger.core.journal import ChainHead, TxRecord
+from ledger.core.journal import ChainHead, Posting, TxRecord, TxRequest
+from ledger.errors import LedgerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,27 @@ class Replayer:
     balances: dict[tuple[str, str], int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     last_block: BlockHeader | None = None
+    auth_state: AuthState = field(default_factory=AuthState)
+    l1_chain_id: int = genesis.DEFAULT_L1_CHAIN_ID
+    l2_chain_id: str = genesis.DEFAULT_L2_CHAIN_ID
+
+    def check_signature(self, tx: TxRecord, verified: Auth | str | None = None) -> list[str]:
+        """Re-verify the transaction's signature from its metadata alone (or take the
+        result of :func:`verify_signature` computed elsewhere) and re-apply the
+        authorisation rules: a signature that no longer verifies is a divergence."""
+        if tx.seq == 1:
+            self.l1_chain_id, self.l2_chain_id = chain_ids(tx)
+        if verified is None:
+            verified = verify_signature(tx, self.l1_chain_id, self.l2_chain_id)
+        if isinstance(verified, str):
+            return [f"signature check fails: {verified}"]
+        try:
+            debited = debited_accounts(tx_postings(tx))
+            authorize(tx.kind, verified, debited, self.auth_state, tx.recorded_at)
+        except LedgerError as exc:
+            return [f"signature check fails: {exc}"]
+        commit(tx.kind, verified, self.auth_state)
+        return []
 
     def check_tx(self, tx: TxRecord) -> list[str]:
         """Verify one stored transaction against the replayed state, then apply it."""
@@ -77,7 +101,15 @@ class Replayer:
         self.head = ChainHead(tx.seq, tx.hash, tx.recorded_at)
         return problems
 
-    def check_block(self, stored: BlockHeader, stored_hash: bytes) -> list[str]:
+    def check_auth_projection(self, stored: AuthState) -> list[str]:
+        """Compare the stored operators, onboarded keys and nonces with replay."""
+        return (
+            _diff("operators", sorted(stored.operators), sorted(self.auth_state.operators))
+            + _diff("onboarded keys", stored.wallets, self.auth_state.wallets)
+            + _diff("nonces", stored.nonces, self.auth_state.nonces)
+        )
+
+    def check_block(self, stored: BlockHeader, stored_hash: bytes, signature: bytes) -> list[str]:
         """Verify a stored header once replay has reached its last sequence."""
         assert self.head.seq == stored.last_seq, (self.head.seq, stored.last_seq)
         expected = make_block(
@@ -104,6 +136,12 @@ class Replayer:
         ]
         if stored.hash != stored_hash:
             problems.append("stored block hash does not match the header fields")
+        try:
+            sealer = eip712.recover(envelopes.seal_event(stored, self.l1_chain_id), signature)
+            if sealer not in self.auth_state.operators:
+                problems.append(f"block sealed by {sealer}, not a registered operator")
+        except LedgerError as exc:
+            problems.append(f"block signature: {exc}")
         self.last_block = stored
         return problems
 
@@ -143,6 +181,40 @@ class Replayer:
             if total
         ]
         return problems
+
+
+def _diff(name: str, stored: object, replayed: object) -> list[str]:
+    return [] if stored == replayed else [f"{name}: stored {stored}, replay {replayed}"]
+
+
+def chain_ids(first: TxRecord) -> tuple[int, str]:
+    """The L1 and L2 chain ids the genesis transaction fixed."""
+    settings = genesis.genesis_settings(first)
+    return (
+        int(settings.get("l1_chain_id", genesis.DEFAULT_L1_CHAIN_ID)),
+        settings.get("l2_chain_id", genesis.DEFAULT_L2_CHAIN_ID),
+    )
+
+
+def verify_signature(tx: TxRecord, l1_chain_id: int, l2_chain_id: str) -> Auth | str:
+    """Who signed a stored transaction, or why its signature fails (the costly, stateless
+    part of the check, so audit can spread it over processes)."""
+    try:
+        return envelopes.auth_of(request_of(tx), genesis.l2_domain(l2_chain_id), l1_chain_id)
+    except LedgerError as exc:
+        return str(exc)
+
+
+def tx_postings(tx: TxRecord) -> tuple[Posting, ...]:
+    return tuple(Posting(p.account, p.asset, p.amount) for p in tx.postings)
+
+
+def request_of(tx: TxRecord) -> TxRequest:
+    """The request a stored transaction was written from (its signatures are in metadata).
+    A requested effective time is indistinguishable from one equal to the recorded time;
+    the ledger's own writers never request one."""
+    effective = None if tx.effective_at == tx.recorded_at else tx.effective_at
+    return TxRequest(tx.kind, tx.key, tx_postings(tx), tx.metadata, effective, tx.reverses)
 
 
 def _show(value: object) -> str:

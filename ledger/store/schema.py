@@ -87,6 +87,7 @@ class BlockRow(Base):
     state_root: Mapped[bytes] = mapped_column(LargeBinary(32))
     withdrawal_root: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(65))
 
 
 class ChainHeadRow(Base):
@@ -99,6 +100,44 @@ class ChainHeadRow(Base):
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     recorded_at: Mapped[int] = mapped_column(BigInteger)
     block_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class OperatorRow(Base):
+    """Registered operator keys (projection of ``operator_keys`` transactions)."""
+
+    __tablename__ = "operators"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    added_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class WalletRow(Base):
+    """Onboarded owners and their L2 keys (projection of ``onboarding`` transactions)."""
+
+    __tablename__ = "wallets"
+
+    owner: Mapped[str] = mapped_column(String(42), primary_key=True)
+    stark_public_key: Mapped[str] = mapped_column(String(66))
+    stark_account: Mapped[str] = mapped_column(String(66))
+    onboarded_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class NonceRow(Base):
+    """Each owner's last used action nonce."""
+
+    __tablename__ = "nonces"
+
+    owner: Mapped[str] = mapped_column(String(42), primary_key=True)
+    nonce: Mapped[int] = mapped_column(BigInteger)
+
+
+class SettingRow(Base):
+    """Ledger-wide settings fixed at genesis (chain ids of the signing domains)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 JOURNAL_TABLES = ("transactions", "postings", "blocks")

@@ -15,7 +15,7 @@ plain tuples and SQLAlchemy's per-row processing would cost more than the insert
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +26,19 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger.core.accounts import account_kind
 from ledger.core.amounts import Asset
+from ledger.core.authorization import USER, AuthState
 from ledger.core.blocks import BlockHeader, make_block
-from ledger.core.journal import ChainHead, Journal, PostingRecord, TxRecord, TxRequest
+from ledger.core.genesis import genesis_settings
+from ledger.core.journal import ChainHead, Journal, PostingRecord, TxKind, TxRecord, TxRequest
 from ledger.core.operations import check_reversal
-from ledger.errors import IdempotencyConflict, LedgerError, NotFound, NothingToSeal
+from ledger.errors import (
+    IdempotencyConflict,
+    LedgerError,
+    NonceReused,
+    NotFound,
+    NothingToSeal,
+    UnknownOperator,
+)
 from ledger.store.schema import AssetRow, BlockRow, ChainHeadRow
 
 _TX_COLUMNS = (
@@ -146,7 +155,12 @@ class SqlStore:
                 accounts = sorted({p.account for i in keys.fresh for p in requests[i].postings})
                 balances, versions = self._lock_accounts(connection, accounts)
                 known = set(versions)
-                journal = Journal(head, balances, versions, assets)
+                signers = sorted({r.auth.signer for r in requests if r.auth is not None})
+                auth_state = self._auth_state(connection, signers)
+                before = AuthState(
+                    set(auth_state.operators), dict(auth_state.wallets), dict(auth_state.nonces)
+                )
+                journal = Journal(head, balances, versions, auth_state, assets)
                 records: dict[int, TxRecord] = {}
                 for i in keys.fresh:
                     try:
@@ -160,6 +174,7 @@ class SqlStore:
                         ) from exc
                 if records:
                     self._insert(connection, list(records.values()), journal, known)
+                    self._save_auth_state(connection, before, journal.auth_state, requests, records)
                 committed = self._transactions(connection, sorted(set(keys.committed.values())))
                 for i, seq in keys.committed.items():
                     records[i] = committed[seq]
@@ -188,6 +203,13 @@ class SqlStore:
         resolution = _Resolution([], {}, {})
         first_in_batch: dict[str, int] = {}
         for i, (request, digest) in enumerate(zip(requests, digests, strict=True)):
+            if request.key in stored and _is_user_action(request):
+                raise NonceReused(
+                    f"nonce {request.auth.nonce} of {request.auth.signer} was already used "  # type: ignore[union-attr]
+                    f"(sequence {stored[request.key][0]}); sign the action again with a new nonce"
+                )
+            if request.key in first_in_batch and _is_user_action(request):
+                raise NonceReused(f"the action {request.key!r} appears twice in this batch")
             if request.key in stored:
                 seq, stored_digest = stored[request.key]
                 _check_same_payload(request.key, stored_digest, digest, f"sequence {seq}")
@@ -200,6 +222,106 @@ class SqlStore:
                 first_in_batch[request.key] = i
                 resolution.fresh.append(i)
         return resolution
+
+    def _auth_state(self, connection: Connection, signers: Sequence[str]) -> AuthState:
+        operators = {row[0] for row in connection.exec_driver_sql("SELECT address FROM operators")}
+        if not signers:
+            return AuthState(operators)
+        clause, params = self._in("owner", signers)
+        wallets = {
+            row[0]: int(row[1], 16)
+            for row in connection.exec_driver_sql(
+                f"SELECT owner, stark_public_key FROM wallets WHERE {clause}", params
+            ).all()
+        }
+        nonces = {
+            row[0]: row[1]
+            for row in connection.exec_driver_sql(
+                f"SELECT owner, nonce FROM nonces WHERE {clause}", params
+            ).all()
+        }
+        return AuthState(operators, wallets, nonces)
+
+    def _save_auth_state(
+        self,
+        connection: Connection,
+        before: AuthState,
+        after: AuthState,
+        requests: Sequence[TxRequest],
+        records: Mapping[int, TxRecord],
+    ) -> None:
+        """Persist what the batch changed: operators, onboarded wallets, nonces, and the
+        settings a genesis registration fixes."""
+        for i, record in records.items():
+            auth = requests[i].auth
+            assert auth is not None
+            if record.kind == TxKind.OPERATOR_KEYS.value and auth.subject not in before.operators:
+                connection.exec_driver_sql(
+                    self._sql("INSERT INTO operators (address, added_seq) VALUES (?, ?)"),
+                    (auth.subject, record.seq),
+                )
+                for name, value in genesis_settings(record).items():
+                    connection.exec_driver_sql(
+                        self._sql(
+                            "INSERT INTO settings (name, value) VALUES (?, ?) "
+                            "ON CONFLICT (name) DO NOTHING"
+                        ),
+                        (name, value),
+                    )
+            elif record.kind == TxKind.ONBOARDING.value:
+                connection.exec_driver_sql(
+                    self._sql(
+                        "INSERT INTO wallets (owner, stark_public_key, stark_account, "
+                        "onboarded_seq) VALUES (?, ?, ?, ?)"
+                    ),
+                    (auth.signer, f"{auth.stark_key:#x}", auth.subject, record.seq),
+                )
+        changed = [(owner, n) for owner, n in after.nonces.items() if before.nonces.get(owner) != n]
+        if changed:
+            connection.exec_driver_sql(
+                self._sql(
+                    "INSERT INTO nonces (owner, nonce) VALUES (?, ?) "
+                    "ON CONFLICT (owner) DO UPDATE SET nonce = excluded.nonce"
+                ),
+                changed,
+            )
+
+    def settings(self) -> dict[str, str]:
+        """Ledger-wide settings (empty until genesis)."""
+        with self.read() as connection:
+            return {
+                r[0]: r[1] for r in connection.exec_driver_sql("SELECT name, value FROM settings")
+            }
+
+    def auth_projection(self) -> AuthState:
+        """Operators, onboarded keys and nonces as stored (audit compares them)."""
+        with self.read() as connection:
+            operators = {r[0] for r in connection.exec_driver_sql("SELECT address FROM operators")}
+            wallets = {
+                r[0]: int(r[1], 16)
+                for r in connection.exec_driver_sql("SELECT owner, stark_public_key FROM wallets")
+            }
+            nonces = {
+                r[0]: r[1] for r in connection.exec_driver_sql("SELECT owner, nonce FROM nonces")
+            }
+        return AuthState(operators, wallets, nonces)
+
+    def wallet(self, owner: str) -> tuple[int, str] | None:
+        """``(stark public key, stark account)`` an owner onboarded, if any."""
+        with self.read() as connection:
+            row = connection.exec_driver_sql(
+                self._sql("SELECT stark_public_key, stark_account FROM wallets WHERE owner = ?"),
+                (owner,),
+            ).first()
+        return None if row is None else (int(row[0], 16), row[1])
+
+    def last_nonce(self, owner: str) -> int:
+        """The owner's last used action nonce (0 before its first action)."""
+        with self.read() as connection:
+            row = connection.exec_driver_sql(
+                self._sql("SELECT nonce FROM nonces WHERE owner = ?"), (owner,)
+            ).first()
+        return 0 if row is None else int(row[0])
 
     def _check_reversals(self, connection: Connection, fresh: Sequence[TxRequest]) -> None:
         """Under the write lock, so two concurrent reversals of one transaction cannot both
@@ -280,15 +402,19 @@ class SqlStore:
         balance_rows = [(a, s, b) for (a, s), b in sorted(touched_balances.items())]
         head = journal.head
         connection.exec_driver_sql(self._sql(_INSERT_TX), tx_rows)
-        connection.exec_driver_sql(self._sql(_INSERT_POSTING), posting_rows)
-        connection.exec_driver_sql(self._sql(_UPSERT_ACCOUNT), account_rows)
-        connection.exec_driver_sql(self._sql(_UPSERT_BALANCE), balance_rows)
+        if posting_rows:  # events without postings (onboarding, settings) write none
+            connection.exec_driver_sql(self._sql(_INSERT_POSTING), posting_rows)
+            connection.exec_driver_sql(self._sql(_UPSERT_ACCOUNT), account_rows)
+            connection.exec_driver_sql(self._sql(_UPSERT_BALANCE), balance_rows)
         connection.exec_driver_sql(self._sql(_UPDATE_HEAD), (head.seq, head.hash, head.recorded_at))
 
-    def seal(self, now_us: int) -> BlockHeader:
-        """Seal every transaction since the last block into a new block."""
+    def seal(self, now_us: int, sealer: str, sign: Callable[[BlockHeader], bytes]) -> BlockHeader:
+        """Seal every transaction since the last block into a new block; ``sign`` gives
+        operator ``sealer``'s signature of the header, stored beside it."""
         with self._write() as connection:
             head = self._lock_head(connection)
+            if sealer not in self._auth_state(connection, []).operators:
+                raise UnknownOperator(f"{sealer} is not a registered operator key")
             previous = self._last_block(connection)
             if head.seq == (previous.last_seq if previous else 0):
                 raise NothingToSeal(
@@ -299,7 +425,10 @@ class SqlStore:
                 "SELECT account, asset, balance FROM balances"
             ).all()
             header = make_block(previous, head.seq, head.hash, [tuple(r) for r in balances], now_us)
-            connection.execute(insert(BlockRow), {**_block_columns(header), "hash": header.hash})
+            connection.execute(
+                insert(BlockRow),
+                {**_block_columns(header), "hash": header.hash, "signature": sign(header)},
+            )
             connection.execute(update(ChainHeadRow).values(block_number=header.number))
         return header
 
@@ -473,11 +602,15 @@ class SqlStore:
                 raise NotFound(f"no block number {number}")
             return _header(row)
 
-    def iter_blocks(self) -> Iterator[tuple[BlockHeader, bytes]]:
-        """Every stored header with the hash stored beside it, in order."""
+    def iter_blocks(self) -> Iterator[tuple[BlockHeader, bytes, bytes]]:
+        """Every stored header with the hash and operator signature stored beside it."""
         with self.read() as connection:
             for row in connection.execute(_BLOCKS.order_by(BlockRow.number)):
-                yield _header(row), bytes(row.hash)
+                yield _header(row), bytes(row.hash), bytes(row.signature or b"")
+
+
+def _is_user_action(request: TxRequest) -> bool:
+    return request.auth is not None and request.auth.scheme == USER
 
 
 def _check_same_payload(key: str, stored: bytes, digest: bytes, where: str) -> None:

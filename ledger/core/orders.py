@@ -1,0 +1,85 @@
+"""Signed orders and the check that a fill respects both of them.
+
+A fill carries the buyer's and the seller's signed ``Order`` envelopes; the ledger accepts it
+only if each order allows it: right side and market, price within the limit, size within
+what the order has left, order not expired. How much of each order is already filled is the
+ledger's state (keyed by the order id ``OWNER/NONCE``), passed in here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.core.envelopes import VerifiedAction
+from ledger.errors import AuthorizationError
+
+BUY = "buy"
+SELL = "sell"
+
+
+class FillViolatesOrder(AuthorizationError):
+    """A fill is not allowed by one of the signed orders it carries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A verified order: what its owner allowed."""
+
+    order_id: str
+    account: str
+    market: str
+    side: str
+    size: int
+    limit_price: int
+    expiry: int
+
+    @classmethod
+    def from_action(cls, action: VerifiedAction) -> Order:
+        if action.action != "order":
+            raise FillViolatesOrder(f"expected a signed order, got a {action.action}")
+        values = action.values
+        if values["side"] not in (BUY, SELL):
+            raise FillViolatesOrder(f"order side must be buy or sell, got {values['side']!r}")
+        return cls(
+            order_id=f"{action.owner}/{action.auth.nonce}",
+            account=action.auth.subject,
+            market=str(values["market"]),
+            side=str(values["side"]),
+            size=int(values["size"]),
+            limit_price=int(values["limit_price"]),
+            expiry=int(values["expiry"]),
+        )
+
+
+def check_fill(
+    buy: Order,
+    sell: Order,
+    market: str,
+    price: int,
+    size: int,
+    filled: dict[str, int],
+    now_s: int,
+) -> None:
+    """Raise FillViolatesOrder unless both orders allow ``size`` at ``price`` on ``market``."""
+    if size <= 0 or price <= 0:
+        raise FillViolatesOrder("fill size and price must be positive")
+    if buy.account == sell.account:
+        raise FillViolatesOrder(f"{buy.account} cannot trade with itself")
+    for order, side in ((buy, BUY), (sell, SELL)):
+        if order.side != side:
+            raise FillViolatesOrder(f"order {order.order_id} is a {order.side}, not a {side}")
+        if order.market != market:
+            raise FillViolatesOrder(f"order {order.order_id} is for {order.market}, not {market}")
+        if order.expiry < now_s:
+            raise FillViolatesOrder(f"order {order.order_id} expired at {order.expiry}")
+        left = order.size - filled.get(order.order_id, 0)
+        if left <= 0:
+            raise FillViolatesOrder(f"order {order.order_id} is already fully filled")
+        if size > left:
+            raise FillViolatesOrder(
+                f"fill of {size} exceeds what order {order.order_id} has left ({left})"
+            )
+    if price > buy.limit_price:
+        raise FillViolatesOrder(f"price {price} is above the buy order's limit {buy.limit_price}")
+    if price < sell.limit_price:
+        raise FillViolatesOrder(f"price {price} is below the sell order's limit {sell.limit_price}")
