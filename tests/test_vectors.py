@@ -32,7 +32,10 @@ from ledger.core import eip712, snip12, stark
 from ledger.errors import MalleableSignature
 from ledger.wallet import Wallet
 
+# The shared reference folder beside the project root (CI has it too); never copied here.
 VECTORS = Path(__file__).parents[2] / "shared" / "vectors"
+if not VECTORS.is_dir():
+    pytest.skip(f"typed-data vectors not found at {VECTORS}", allow_module_level=True)
 EIP712: list[dict[str, Any]] = json.loads((VECTORS / "eip712.json").read_text())
 SNIP12: list[dict[str, Any]] = json.loads((VECTORS / "snip12.json").read_text())
 
