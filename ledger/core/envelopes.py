@@ -73,8 +73,10 @@ ONBOARDING_TYPE = snip12.StructType("Onboarding", (("account", "ContractAddress"
 
 
 @dataclass(frozen=True)
-class VerifiedAction:
-    """A user action whose signature verified; ``values`` are the signed message fields."""
+class SignedAction:
+    """A parsed user action (its signature checked only if it came from
+    :func:`verify_action`); ``values`` are the typed message fields, ``envelope`` its
+    canonical JSON."""
 
     action: str
     values: dict[str, Any]
@@ -143,7 +145,7 @@ def _verify_stark(message_hash: int, signature: tuple[int, int], public_key: int
         raise BadSignature("the L2 signature does not verify for the signer's key")
 
 
-def parse_action(envelope: object, domain: snip12.Domain) -> VerifiedAction:
+def parse_action(envelope: object, domain: snip12.Domain) -> SignedAction:
     """Check a user action envelope's shape, domain and values, not its signature (use
     :func:`verify_action` for that): enough to build the request it asks for."""
     if not isinstance(envelope, Mapping) or envelope.get("format") != ACTION_FORMAT:
@@ -187,7 +189,7 @@ def parse_action(envelope: object, domain: snip12.Domain) -> VerifiedAction:
         },
         "signature": _canonical_stark_signature(r, s),
     }
-    return VerifiedAction(action, values, auth, canonical)
+    return SignedAction(action, values, auth, canonical)
 
 
 def _canonical_stark_signature(r: int, s: int) -> list[str]:
@@ -196,7 +198,7 @@ def _canonical_stark_signature(r: int, s: int) -> list[str]:
     return [f"{r:#x}", f"{min(s, stark.EC_ORDER - s):#x}"]
 
 
-def verify_action(envelope: object, domain: snip12.Domain) -> VerifiedAction:
+def verify_action(envelope: object, domain: snip12.Domain) -> SignedAction:
     """Check a user action envelope's shape, domain, values and signature."""
     parsed = parse_action(envelope, domain)
     struct = ACTION_TYPES[parsed.action]
@@ -217,20 +219,20 @@ def _typed(kind: str, value: Any) -> Any:
     return value
 
 
-def request_for_action(verified: VerifiedAction) -> TxRequest:
-    """The journal request a verified user action asks for (its key is owner/nonce)."""
-    values = verified.values
-    key = f"{verified.owner}/{verified.auth.nonce}"
-    metadata = {"auth": verified.envelope}
-    if verified.action == "withdraw":
+def request_for_action(action: SignedAction) -> TxRequest:
+    """The journal request a user action asks for (its key is owner/nonce)."""
+    values = action.values
+    key = f"{action.owner}/{action.auth.nonce}"
+    metadata = {"auth": action.envelope}
+    if action.action == "withdraw":
         request = operations.withdrawal(values["account"], values["amount"], key, metadata)
-    elif verified.action == "transfer":
+    elif action.action == "transfer":
         request = operations.transfer(values["from"], values["to"], values["amount"], key, metadata)
-    elif verified.action == "set_margin_mode":
+    elif action.action == "set_margin_mode":
         request = TxRequest(TxKind.ACCOUNT_SETTING.value, key, (), canonical_json(metadata))
     else:
         raise MalformedEnvelope("an order is not a transaction: it is carried by a fill")
-    return request._replace(auth=verified.auth)
+    return request._replace(auth=action.auth)
 
 
 def verify_onboarding(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.core.envelopes import VerifiedAction
+from ledger.core.envelopes import SignedAction
 from ledger.errors import AuthorizationError
 
 BUY = "buy"
@@ -34,7 +34,7 @@ class Order:
     expiry: int
 
     @classmethod
-    def from_action(cls, action: VerifiedAction) -> Order:
+    def from_action(cls, action: SignedAction) -> Order:
         if action.action != "order":
             raise FillViolatesOrder(f"expected a signed order, got a {action.action}")
         values = action.values

@@ -115,13 +115,7 @@ class Wallet:
         expiry: int | None = None,
     ) -> dict[str, Any]:
         """Sign a withdrawal of ``amount`` USDC from ``account``."""
-        message = {
-            "account": canonical_account(account),
-            "amount": str(units(amount)),
-            "nonce": str(nonce_or_default(nonce)),
-            "expiry": str(expiry_or_default(expiry)),
-        }
-        return self.sign_action("withdraw", message, domain)
+        return self._movement("withdraw", {"account": account}, amount, domain, nonce, expiry)
 
     def transfer(
         self,
@@ -133,14 +127,25 @@ class Wallet:
         expiry: int | None = None,
     ) -> dict[str, Any]:
         """Sign a transfer of ``amount`` USDC from ``source`` to ``target``."""
-        message = {
-            "from": canonical_account(source),
-            "to": canonical_account(target),
+        accounts = {"from": source, "to": target}
+        return self._movement("transfer", accounts, amount, domain, nonce, expiry)
+
+    def _movement(
+        self,
+        action: str,
+        accounts: dict[str, str],
+        amount: int | str,
+        domain: snip12.Domain,
+        nonce: int | None,
+        expiry: int | None,
+    ) -> dict[str, Any]:
+        message = {name: canonical_account(account) for name, account in accounts.items()}
+        message |= {
             "amount": str(units(amount)),
             "nonce": str(nonce_or_default(nonce)),
             "expiry": str(expiry_or_default(expiry)),
         }
-        return self.sign_action("transfer", message, domain)
+        return self.sign_action(action, message, domain)
 
     def onboarding(self, domain: snip12.Domain) -> dict[str, Any]:
         """The onboarding envelope: each key signs the other's identity."""
