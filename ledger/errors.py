@@ -96,6 +96,10 @@ class NotOnboarded(AuthorizationError):
     """The account's owner has not onboarded a wallet (or onboarded a different key)."""
 
 
+class AlreadyOnboarded(AuthorizationError):
+    """An owner onboards once; its L2 key is then fixed."""
+
+
 class NotOwner(AuthorizationError):
     """The signer does not own the account the action moves funds from."""
 

@@ -7,8 +7,12 @@ import pytest
 
 from ledger import Ledger
 from ledger.core import genesis
-from ledger.errors import UnknownOperator
-from tests.conftest import ALICE, OPERATOR, test_wallet
+from ledger.core.encoding import sha256
+from ledger.errors import AlreadyOnboarded, BadSignature, UnknownOperator
+from ledger.wallet import Wallet
+from tests.conftest import ALICE, ALICE_WALLET, OPERATOR, test_wallet
+
+ALICE_KEY = sha256(b"ledger-test-wallet-alice").digest()  # as tests.conftest derives it
 
 
 def test_genesis_records_the_operator_and_the_chain_ids(book: Ledger) -> None:
@@ -38,4 +42,25 @@ def test_an_unregistered_key_cannot_sign_system_events(book: Ledger) -> None:
             other.deposit(ALICE, "1")
         with pytest.raises(UnknownOperator):
             other.add_operator(stranger.address)
+    assert book.store.head() == head
+
+
+def test_an_owner_onboards_once(book: Ledger) -> None:
+    """The same onboarding again is an idempotent duplicate; another L2 key is refused."""
+    again = book.onboard(ALICE_WALLET)
+    assert again.duplicate
+    other_chain = Wallet(ALICE_KEY, l1_chain_id=1)  # same L1 key, another derived L2 key
+    assert (
+        other_chain.address == ALICE
+        and other_chain.stark_public_key != ALICE_WALLET.stark_public_key
+    )
+    head = book.store.head()
+    envelope = other_chain.onboarding(book.domain)
+    envelope["l1_chain_id"] = book.l1_chain_id  # claim this ledger's chain ...
+    with pytest.raises(BadSignature):  # ... but the L1 signature was made for chain 1
+        book.submit_signed(envelope)
+    forged = Wallet(ALICE_KEY, l1_chain_id=book.l1_chain_id)
+    forged.__dict__["stark_private_key"] = 0xC0FFEE  # an L2 key that is not the derived one
+    with pytest.raises(AlreadyOnboarded, match="already onboarded"):
+        book.onboard(forged)
     assert book.store.head() == head

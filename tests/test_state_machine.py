@@ -119,7 +119,7 @@ EXPIRIES = st.sampled_from(["far", "far", "far", "edge", "past"])
 
 # Signing a user action costs ~6 ms and verifying ~3 ms (twice on submission; the audit
 # re-verifies every stored signature): fewer, shorter examples than an unsigned ledger.
-EXAMPLES = {"sqlite": 25, "postgresql": 8}
+EXAMPLES = {"sqlite": 30, "postgresql": 10}
 STEPS = 30
 
 

@@ -75,11 +75,3 @@ def format_amount(units: int, asset: Asset = USDC) -> str:
     digits = str(frac).rjust(asset.scale, "0").rstrip("0")
     digits = digits.ljust(min(2, asset.scale), "0")
     return f"{sign}{whole}.{digits}"
-
-
-def format_amount_grouped(units: int, asset: Asset = USDC) -> str:
-    """Like :func:`format_amount` with thousands separators, for human-facing messages."""
-    text = format_amount(units, asset)
-    sign, body = ("-", text[1:]) if text.startswith("-") else ("", text)
-    whole, _, frac = body.partition(".")
-    return f"{sign}{int(whole):,}" + (f".{frac}" if frac else "")

@@ -23,6 +23,7 @@ from typing import NamedTuple
 from ledger.core.accounts import is_system, owner_of
 from ledger.errors import (
     ActionExpired,
+    AlreadyOnboarded,
     AuthorizationError,
     NonceReused,
     NotOnboarded,
@@ -48,10 +49,6 @@ class Auth(NamedTuple):
     expiry: int = 0  # unix seconds
     stark_key: int = 0
     subject: str = ""  # the account acted on (user), or the operator key added
-
-
-class AlreadyOnboarded(AuthorizationError):
-    """An owner onboards once; its L2 key is then fixed."""
 
 
 @dataclass(slots=True)

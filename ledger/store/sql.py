@@ -32,6 +32,7 @@ from ledger.core.genesis import genesis_settings
 from ledger.core.journal import ChainHead, Journal, PostingRecord, TxKind, TxRecord, TxRequest
 from ledger.core.operations import check_reversal
 from ledger.errors import (
+    AlreadyOnboarded,
     IdempotencyConflict,
     LedgerError,
     NonceReused,
@@ -212,6 +213,11 @@ class SqlStore:
                 raise NonceReused(f"the action {request.key!r} appears twice in this batch")
             if request.key in stored:
                 seq, stored_digest = stored[request.key]
+                if request.kind == TxKind.ONBOARDING.value and stored_digest != digest:
+                    raise AlreadyOnboarded(
+                        f"{request.key.removeprefix('onboard/')} is already onboarded "
+                        f"(sequence {seq}) with another L2 key; its L2 key is fixed"
+                    )
                 _check_same_payload(request.key, stored_digest, digest, f"sequence {seq}")
                 resolution.committed[i] = seq
             elif request.key in first_in_batch:
