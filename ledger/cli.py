@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -41,9 +41,7 @@ def _print_json(value: Any) -> None:
 
 
 def _iso(us: int) -> str:
-    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).isoformat(
-        timespec="milliseconds"
-    )
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def receipt_json(receipt: Receipt) -> dict[str, Any]:

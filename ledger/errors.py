@@ -110,3 +110,15 @@ class UnknownOperator(AuthorizationError):
 
 class KeystoreError(LedgerError):
     """A keystore file cannot be read, decrypted or written."""
+
+
+class InvalidInstrument(LedgerError):
+    """An instrument name is malformed (bad shape, bad expiry date, strike not positive)."""
+
+
+class UnknownInstrument(LedgerError):
+    """An instrument name is well formed but its underlying or market is not configured."""
+
+
+class InvalidConfig(LedgerError):
+    """A margin/instrument configuration file is malformed (unknown, missing or bad keys)."""

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 
 from Crypto.Hash import keccak
 
@@ -27,7 +27,7 @@ _ADDRESS = re.compile(r"^0[xX](?P<hex>[0-9a-fA-F]{40})$")
 _SUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
-class AccountKind(str, Enum):
+class AccountKind(StrEnum):
     """What an account id denotes."""
 
     USER = "user"

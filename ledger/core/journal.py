@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -42,7 +42,7 @@ MAX_BATCH = 8190
 MAX_KEY_BYTES = 128
 
 
-class TxKind(str, Enum):
+class TxKind(StrEnum):
     """What a transaction records. Later features add their kinds here."""
 
     DEPOSIT = "deposit"

@@ -71,8 +71,14 @@ def _standard_scenarios() -> tuple[Scenario, ...]:
         out.append(Scenario(pct(str(move)), down, Fraction(1)))
     out.append(Scenario(pct("-16"), up, Fraction(1)))
     tails = (
-        ("-66", "18"), ("-33", "36"), ("50", "24"), ("100", "12"),
-        ("200", "6"), ("300", "4"), ("400", "3"), ("500", "2.4"),
+        ("-66", "18"),
+        ("-33", "36"),
+        ("50", "24"),
+        ("100", "12"),
+        ("200", "6"),
+        ("300", "4"),
+        ("400", "3"),
+        ("500", "2.4"),
     )
     out.extend(Scenario(pct(m), up, pct(w)) for m, w in tails)
     return tuple(out)

@@ -68,8 +68,9 @@ class PortfolioResult:
     fee_provision: Fraction
 
 
-def min_delta_charge(net_delta: Fraction, gross_delta: Fraction, spot: int,
-                     params: UnderlyingParams) -> Fraction:
+def min_delta_charge(
+    net_delta: Fraction, gross_delta: Fraction, spot: int, params: UnderlyingParams
+) -> Fraction:
     """MinDelta = (2% x |net| + 1% x (gross - |net|) / 2) x S, exact base units.
 
     Deltas are in whole units of the underlying; ``spot`` in base units per whole unit.
