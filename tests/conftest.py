@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -90,6 +91,20 @@ def _drop_template() -> Iterator[None]:
 def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
     _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def empty_database(store: str, directory: Path) -> Iterator[str]:
+    """A database with nothing in it (not even migrated) on ``store``; dropped afterwards."""
+    if store == "sqlite":
+        yield f"sqlite:///{directory}/empty.db"
+        return
+    admin = pg_admin_url()
+    assert admin is not None
+    name = f"ledger_empty_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    url = _with_database(admin, name)
+    yield url
+    drop_postgres_database(url)
 
 
 STORES = [

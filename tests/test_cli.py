@@ -28,7 +28,6 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -56,12 +55,10 @@ from tests.conftest import (
     FIRST_SEQ,
     OPERATOR,
     STORES,
-    _admin_execute,
-    _with_database,
     drop_postgres_database,
+    empty_database,
     new_postgres_database,
     open_book,
-    pg_admin_url,
 )
 
 HASH = re.compile(r"^0x[0-9a-f]{64}$")
@@ -211,16 +208,7 @@ def empty_url(
 ) -> Iterator[str]:
     """A database that was never initialised, on each store (shared: the tests using it
     check that it stays empty)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('empty')}/never-initialised.db"
-        return
-    admin = pg_admin_url()
-    assert admin is not None
-    name = f"ledger_empty_{uuid.uuid4().hex[:12]}"
-    _admin_execute(f"CREATE DATABASE {name} TEMPLATE template0")
-    url = _with_database(admin, name)
-    yield url
-    drop_postgres_database(url)
+    yield from empty_database(request.param, tmp_path_factory.mktemp("empty"))
 
 
 def assert_refused(result: tuple[int, str, str], fragment: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,8 @@ from tests.conftest import (
     FIRST_SEQ,
     OPERATOR,
     STORES,
-    _admin_execute,
-    _with_database,
-    drop_postgres_database,
+    empty_database,
     open_book,
-    pg_admin_url,
 )
 
 MODEL_TABLES = {
@@ -70,16 +66,7 @@ HEAD_REVISION = "0002"
 @pytest.fixture(params=STORES)
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with nothing in it, on each store."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/empty.db"
-        return
-    admin = pg_admin_url()
-    assert admin is not None
-    name = f"ledger_empty_{uuid.uuid4().hex[:12]}"
-    _admin_execute(f"CREATE DATABASE {name} TEMPLATE template0")
-    url = _with_database(admin, name)
-    yield url
-    drop_postgres_database(url)
+    yield from empty_database(request.param, tmp_path)
 
 
 @pytest.fixture
