@@ -48,6 +48,10 @@ class AlreadyReversed(LedgerError):
     """A transaction can be reversed once; a reversal is corrected by a new entry."""
 
 
+class NotReversible(LedgerError):
+    """Only money movements can be reversed (not registrations or settings)."""
+
+
 class NotFound(LedgerError):
     """A transaction, block or balance that was asked for does not exist."""
 

@@ -8,7 +8,13 @@ import pytest
 from ledger import Ledger
 from ledger.core import genesis
 from ledger.core.encoding import sha256
-from ledger.errors import AlreadyOnboarded, BadSignature, UnknownOperator
+from ledger.errors import (
+    AlreadyOnboarded,
+    AuthorizationError,
+    BadSignature,
+    NotReversible,
+    UnknownOperator,
+)
 from ledger.wallet import Wallet
 from tests.conftest import ALICE, ALICE_WALLET, OPERATOR, test_wallet
 
@@ -64,3 +70,22 @@ def test_an_owner_onboards_once(book: Ledger) -> None:
     with pytest.raises(AlreadyOnboarded, match="already onboarded"):
         book.onboard(forged)
     assert book.store.head() == head
+
+
+def test_registrations_and_onboardings_cannot_be_reversed(book: Ledger) -> None:
+    head = book.store.head()
+    for seq in (1, 2):  # genesis, then ALICE's onboarding
+        with pytest.raises(NotReversible, match="moved no funds"):
+            book.reverse(seq, reason="x")
+    assert book.store.head() == head
+
+
+def test_operator_keys_cannot_squat_an_owners_action_keys(book: Ledger) -> None:
+    head = book.store.head()
+    for key in (f"{ALICE}/7", f"onboard/{test_wallet('dave').address}"):
+        with pytest.raises(AuthorizationError, match="reserved for an owner's signed actions"):
+            book.deposit(ALICE, 100, key=key)
+    assert book.store.head() == head
+    book.deposit(ALICE, 100, key="d-1")
+    book.transfer(ALICE, ALICE + ":iso", 10, wallet=ALICE_WALLET, nonce=7)
+    assert book.store.last_nonce(ALICE) == 7

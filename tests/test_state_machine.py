@@ -113,9 +113,11 @@ PORTIONS = st.sampled_from(["given", "all", "over", "half", "tenth"])
 FUNDED = st.sampled_from([True, True, True, False])
 # How far past the owner's last nonce a user action's nonce is (nonces may skip).
 GAPS = st.sampled_from([1, 1, 1, 2, 1_000])
+# Who signs a user action: mostly its owner (None), sometimes another onboarded wallet.
+SIGNED_BY = st.sampled_from([*[None] * 24, *ONBOARDED_AT_SETUP])
 # A user action's expiry: far away, exactly when it is recorded (still valid), or the
 # second before (expired).
-EXPIRIES = st.sampled_from(["far", "far", "far", "edge", "past"])
+EXPIRIES = st.sampled_from(["far", "far", "far", "far", "far", "edge", "past"])
 
 # Signing a user action costs ~6 ms and verifying ~3 ms (twice on submission; the audit
 # re-verifies every stored signature): fewer, shorter examples than an unsigned ledger.
@@ -562,6 +564,7 @@ class LedgerMachine(RuleBasedStateMachine):
         funded=FUNDED,
         gap=GAPS,
         expiry=EXPIRIES,
+        signed_by=SIGNED_BY,
         envelope=st.booleans(),
         reader=st.booleans(),
         checksum=st.booleans(),
@@ -575,6 +578,7 @@ class LedgerMachine(RuleBasedStateMachine):
         funded: bool,
         gap: int,
         expiry: str,
+        signed_by: str | None,
         envelope: bool,
         reader: bool,
         checksum: bool,
@@ -582,7 +586,9 @@ class LedgerMachine(RuleBasedStateMachine):
     ) -> str | MultipleResults[str]:
         account = self.source(account, funded)
         amount = self.debit_amount(account, raw, portion)
-        command = self.user_command("withdrawal", account, None, amount, gap=gap, expiry=expiry)
+        command = self.user_command(
+            "withdrawal", account, None, amount, gap=gap, expiry=expiry, signer=signed_by
+        )
         return self.single(command, True, checksum, as_str, envelope=envelope, reader=reader)
 
     @rule(
@@ -594,6 +600,7 @@ class LedgerMachine(RuleBasedStateMachine):
         funded=FUNDED,
         gap=GAPS,
         expiry=EXPIRIES,
+        signed_by=SIGNED_BY,
         envelope=st.booleans(),
         reader=st.booleans(),
         checksum=st.booleans(),
@@ -608,6 +615,7 @@ class LedgerMachine(RuleBasedStateMachine):
         funded: bool,
         gap: int,
         expiry: str,
+        signed_by: str | None,
         envelope: bool,
         reader: bool,
         checksum: bool,
@@ -616,7 +624,7 @@ class LedgerMachine(RuleBasedStateMachine):
         source = self.source(source, funded)
         amount = self.debit_amount(source, raw, portion)
         command = self.user_command(
-            "transfer", source, target_account, amount, gap=gap, expiry=expiry
+            "transfer", source, target_account, amount, gap=gap, expiry=expiry, signer=signed_by
         )
         return self.single(command, True, checksum, as_str, envelope=envelope, reader=reader)
 
@@ -723,6 +731,23 @@ class LedgerMachine(RuleBasedStateMachine):
         message = self.expect_refusal(error, actions[via])
         assert expected in message
         assert self.book.store.transaction_by_key(fresh.key) is None
+
+    @precondition(lambda self: any(c.user for c in self.model.commands.values()))
+    @rule(
+        pick=st.integers(0, 10**6),
+        change=st.sampled_from(["none", "none", "amount", "kind"]),
+        via=st.sampled_from(["api", "submit", "batch"]),
+        other=st.sampled_from(USERS),
+    )
+    def replay_user_action(self, pick: int, change: str, via: str, other: str) -> None:
+        """An accepted user action (any of them, not only those in the ``keys`` bundle)
+        replayed as stored, or its nonce signed again for another payload: refused."""
+        actions = [key for key, command in self.model.commands.items() if command.user]
+        key = actions[pick % len(actions)]
+        if change == "none":
+            self.retry_same_payload(key, via, checksum=pick % 2 == 1)
+        else:
+            self.retry_different_payload(key, change, via, other)
 
     @rule(
         case=st.sampled_from(
@@ -888,13 +913,14 @@ class LedgerMachine(RuleBasedStateMachine):
             min_size=1,
             max_size=5,
         ),
-        retry_committed=st.booleans(),
-        repeat_in_batch=st.booleans(),
+        # Mostly batches of fresh items, which are written unless one of them fails.
+        retry_committed=st.one_of(st.none(), st.none(), st.integers(0, 10**6)),
+        repeat_in_batch=st.sampled_from([False, False, True]),
     )
     def batch(
         self,
         items: list[tuple[str, str, str, int, str, bool]],
-        retry_committed: bool,
+        retry_committed: int | None,
         repeat_in_batch: bool,
     ) -> MultipleResults[str]:
         """An atomic batch: every item is written in order, or (when one fails) none. A
@@ -928,8 +954,9 @@ class LedgerMachine(RuleBasedStateMachine):
             keys.append(command.user_key)
         fresh = len(keys)
         requests = [c.request(self.book, k) for c, k in zip(commands, keys, strict=True)]
-        if retry_committed:
-            old = self.model.txs[len(items) % self.model.seq].key
+        if retry_committed is not None:
+            # Any committed transaction: a money movement, genesis or an onboarding.
+            old = self.model.txs[retry_committed % self.model.seq].key
             keys.insert(1, old)
             commands.insert(1, self.model.commands[old])
             requests.insert(1, self.model.commands[old].request(self.book, old))

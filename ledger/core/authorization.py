@@ -16,6 +16,7 @@ checks them against the ledger's state, so it needs no cryptography.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -69,19 +70,39 @@ def scheme_for(kind: str) -> str:
     return OPERATOR
 
 
+_RESERVED_KEY = re.compile(r"^(0x[0-9a-f]{40}/[0-9]+|onboard/.*)$")
+
+
+def expected_key(auth: Auth) -> str | None:
+    """The idempotency key a user action or onboarding must have (None: operator's choice)."""
+    if auth.scheme == USER:
+        return f"{auth.signer}/{auth.nonce}"
+    if auth.scheme == ONBOARDING:
+        return f"onboard/{auth.signer}"
+    return None
+
+
 def authorize(
     kind: str,
+    key: str,
     auth: Auth | None,
     debited: list[str],
     state: AuthState,
     recorded_at_us: int,
 ) -> None:
-    """Raise unless ``auth`` may write a ``kind`` transaction debiting ``debited``."""
+    """Raise unless ``auth`` may write a ``kind`` transaction with idempotency key ``key``
+    debiting ``debited``."""
     if auth is None:
         raise AuthorizationError(f"unsigned {kind} transaction: every transaction must be signed")
     expected = scheme_for(kind)
     if auth.scheme != expected:
         raise AuthorizationError(f"a {kind} must carry a {expected} signature, not {auth.scheme}")
+    wanted = expected_key(auth)
+    if wanted is not None and key != wanted:
+        raise AuthorizationError(f"a {kind} by {auth.signer} must have the key {wanted!r}")
+    if wanted is None and _RESERVED_KEY.match(key):
+        # Keys of the form OWNER/NONCE and onboard/OWNER belong to the owner's own actions.
+        raise AuthorizationError(f"key {key!r} is reserved for an owner's signed actions")
     if expected == OPERATOR:
         _authorize_operator(kind, auth, state)
     elif expected == ONBOARDING:

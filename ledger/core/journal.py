@@ -200,7 +200,7 @@ class Journal:
         seq = head.seq + 1
         recorded_at = max(now_us, head.recorded_at + 1)
         debited = debited_accounts(request.postings)
-        authorize(request.kind, request.auth, debited, self.auth_state, recorded_at)
+        authorize(request.kind, request.key, request.auth, debited, self.auth_state, recorded_at)
         legs: list[PostingRecord] = []
         # _check guarantees each account appears at most once per asset; an account may
         # still carry several assets, so versions count per account across the legs.

@@ -18,6 +18,7 @@ from ledger.errors import (
     AlreadyReversed,
     InvalidAccount,
     NotFound,
+    NotReversible,
     SameAccount,
     UnbalancedTransaction,
 )
@@ -101,6 +102,10 @@ def check_reversal(request: TxRequest, original: TxRecord | None, reversed_by: s
         )
     if reversed_by is not None:
         raise AlreadyReversed(f"transaction {seq} was already reversed by {reversed_by}")
+    if not original.postings:
+        raise NotReversible(
+            f"transaction {seq} ({original.kind}) moved no funds: there is nothing to reverse"
+        )
     opposite = tuple(Posting(p.account, p.asset, -p.amount) for p in original.postings)
     if request.kind != TxKind.REVERSAL.value or request.postings != opposite:
         raise UnbalancedTransaction(

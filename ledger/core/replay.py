@@ -59,7 +59,7 @@ class Replayer:
             return [f"signature check fails: {verified}"]
         try:
             debited = debited_accounts(tx_postings(tx))
-            authorize(tx.kind, verified, debited, self.auth_state, tx.recorded_at)
+            authorize(tx.kind, tx.key, verified, debited, self.auth_state, tx.recorded_at)
         except LedgerError as exc:
             return [f"signature check fails: {exc}"]
         commit(tx.kind, verified, self.auth_state)
