@@ -128,7 +128,7 @@ class Ledger:
         if not isinstance(envelope, Mapping):
             raise MalformedEnvelope("a signed envelope is a JSON object")
         if envelope.get("format") == envelopes.ONBOARDING_FORMAT:
-            auth, checked = envelopes.verify_onboarding(envelope, self.domain, self.l1_chain_id)
+            auth, checked = envelopes.parse_onboarding(envelope, self.domain, self.l1_chain_id)
             return envelopes.request_for_onboarding(auth, checked)._replace(auth=None)
         action = envelopes.parse_action(envelope, self.domain)
         return envelopes.request_for_action(action)._replace(auth=None)

@@ -235,10 +235,11 @@ def request_for_action(action: SignedAction) -> TxRequest:
     return request._replace(auth=action.auth)
 
 
-def verify_onboarding(
+def parse_onboarding(
     envelope: object, domain: snip12.Domain, l1_chain_id: int
 ) -> tuple[Auth, dict[str, Any]]:
-    """Check both signatures of an onboarding envelope."""
+    """Check an onboarding envelope's shape, chain and domain, not its signatures (use
+    :func:`verify_onboarding` for that); returns its Auth and canonical JSON."""
     expected = {
         "format",
         "account",
@@ -260,24 +261,35 @@ def verify_onboarding(
             f"this ledger uses {l1_chain_id}"
         )
     _domain(envelope["domain"], domain)
-    l1_message = eip712.onboarding_message(l1_chain_id, owner, public_key, account)
-    signer = eip712.recover(l1_message, eip712.parse_signature(envelope["l1_signature"]))
-    if signer != owner:
-        raise BadSignature(f"the L1 signature is by {signer}, not {owner}")
-    message_hash = snip12.message_hash(domain, ONBOARDING_TYPE, {"account": owner}, account)
+    l1_signature = eip712.parse_signature(envelope["l1_signature"])
     r, s = _stark_signature(envelope["l2_signature"])
-    _verify_stark(message_hash, (r, s), public_key)
     canonical = {
         "format": ONBOARDING_FORMAT,
         "account": owner,
         "stark_public_key": f"{public_key:#x}",
         "stark_account": f"{account:#x}",
         "l1_chain_id": l1_chain_id,
-        "l1_signature": "0x" + eip712.parse_signature(envelope["l1_signature"]).hex(),
+        "l1_signature": "0x" + l1_signature.hex(),
         "domain": domain.to_json(),
         "l2_signature": _canonical_stark_signature(r, s),
     }
     return Auth(ONBOARDING, owner, stark_key=public_key, subject=f"{account:#x}"), canonical
+
+
+def verify_onboarding(
+    envelope: object, domain: snip12.Domain, l1_chain_id: int
+) -> tuple[Auth, dict[str, Any]]:
+    """Check an onboarding envelope and both its signatures."""
+    auth, canonical = parse_onboarding(envelope, domain, l1_chain_id)
+    owner, account = auth.signer, int(auth.subject, 16)
+    l1_message = eip712.onboarding_message(l1_chain_id, owner, auth.stark_key, account)
+    signer = eip712.recover(l1_message, bytes.fromhex(canonical["l1_signature"][2:]))
+    if signer != owner:
+        raise BadSignature(f"the L1 signature is by {signer}, not {owner}")
+    message_hash = snip12.message_hash(domain, ONBOARDING_TYPE, {"account": owner}, account)
+    r, s = (int(x, 16) for x in canonical["l2_signature"])
+    _verify_stark(message_hash, (r, s), auth.stark_key)
+    return auth, canonical
 
 
 def request_for_onboarding(auth: Auth, envelope: dict[str, Any]) -> TxRequest:

@@ -79,12 +79,17 @@ def transfer(
     )
 
 
+def opposite(original: TxRecord) -> tuple[Posting, ...]:
+    """The postings that undo ``original`` exactly."""
+    return tuple(Posting(p.account, p.asset, -p.amount) for p in original.postings)
+
+
 def reversal(original: TxRecord, key: str, reason: str) -> TxRequest:
     """A correction: the exact opposite of ``original``, referencing it."""
     return make_request(
         TxKind.REVERSAL.value,
         key,
-        tuple(Posting(p.account, p.asset, -p.amount) for p in original.postings),
+        opposite(original),
         {"reason": reason},
         reverses=original.seq,
     )
@@ -106,8 +111,7 @@ def check_reversal(request: TxRequest, original: TxRecord | None, reversed_by: s
         raise NotReversible(
             f"transaction {seq} ({original.kind}) moved no funds: there is nothing to reverse"
         )
-    opposite = tuple(Posting(p.account, p.asset, -p.amount) for p in original.postings)
-    if request.kind != TxKind.REVERSAL.value or request.postings != opposite:
+    if request.kind != TxKind.REVERSAL.value or request.postings != opposite(original):
         raise UnbalancedTransaction(
             f"a reversal of {seq} must post exactly the opposite of its postings"
         )
