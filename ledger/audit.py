@@ -109,7 +109,9 @@ def audit(
         )
 
     for tx, verified in _with_signatures(store, store.iter_transactions(), workers):
-        problems = replayer.check_signature(tx, verified) + replayer.check_tx(tx)
+        problems = replayer.check_signature(tx, verified)
+        problems += replayer.check_rules(tx) if not problems else []
+        problems += replayer.check_tx(tx)
         checked_tx += 1
         if problems:
             return report(Divergence(tx.seq, None, tuple(problems)))
@@ -144,6 +146,7 @@ def audit(
     problems = replayer.check_final(
         store.current_balances(), store.current_versions(), store.head(), store.head_block()
     ) + replayer.check_auth_projection(store.auth_projection())
+    problems += replayer.check_trading_projection(store.trading_state())
     if progress is not None:
         progress(checked_tx, total)
     return report(Divergence(None, None, tuple(problems)) if problems else None)

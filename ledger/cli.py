@@ -12,18 +12,32 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
+from ledger.cli_support import (
+    iso,
+    open_ledger,
+    print_json,
+    read_json,
+    receipt_json,
+    show_header,
+    show_receipt,
+)
+from ledger.cli_trading import register as register_trading
 from ledger.core import envelopes, genesis
 from ledger.core.amounts import USDC, format_amount
-from ledger.core.blocks import BlockHeader
 from ledger.core.proofs import AccountProof
 from ledger.demo import DEMO_OPERATOR, DemoConfig, SyntheticClock, run_demo
-from ledger.errors import InvalidProof, LedgerError, MalformedEnvelope, StoreNotInitialised
+from ledger.errors import (
+    InvalidConfig,
+    InvalidProof,
+    LedgerError,
+    MalformedEnvelope,
+    StoreNotInitialised,
+)
 from ledger.ledger import Ledger
 from ledger.store.database import DEFAULT_URL, database_url
 from ledger.store.sql import Receipt
@@ -36,62 +50,17 @@ DEMO_URL = "sqlite:///ledger-demo.db"
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=False))
-
-
-def _iso(us: int) -> str:
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def receipt_json(receipt: Receipt) -> dict[str, Any]:
-    """JSON form of a receipt (``--json`` on write commands)."""
-    tx = receipt.tx
-    return {
-        "seq": tx.seq,
-        "hash": "0x" + tx.hash.hex(),
-        "kind": tx.kind,
-        "key": tx.key,
-        "duplicate": receipt.duplicate,
-        "recorded_at": _iso(tx.recorded_at),
-        "postings": [
-            {
-                "account": p.account,
-                "asset": p.asset,
-                "amount": format_amount(p.amount),
-                "balance_after": format_amount(p.balance_after),
-            }
-            for p in tx.postings
-        ],
-    }
-
-
-def _show_receipt(receipt: Receipt, as_json: bool) -> None:
-    if as_json:
-        _print_json(receipt_json(receipt))
-        return
-    note = " (already recorded with this key; nothing written)" if receipt.duplicate else ""
-    print(f"seq {receipt.seq} hash 0x{receipt.hash.hex()} {receipt.tx.kind}{note}")
-
-
-def _show_header(header: BlockHeader, as_json: bool) -> None:
-    if as_json:
-        _print_json(header.to_json())
-        return
-    for name, value in header.to_json().items():
-        print(f"{name:>16}  {value}")
-
-
-def _open(args: argparse.Namespace, operator: bool = False) -> Ledger:
-    book = Ledger(args.db)
-    if operator:
-        book.operator = files.open_operator(book.l1_chain_id)
-    return book
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     operator = files.open_operator(args.l1_chain_id, create=True)
-    with Ledger.init(args.db, operator=operator, l2_chain_id=args.l2_chain_id) as book:
+    listing = None
+    if args.instruments:
+        try:
+            listing = Path(args.instruments).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidConfig(f"{args.instruments}: cannot read: {exc.strerror}") from exc
+    with Ledger.init(
+        args.db, operator=operator, l2_chain_id=args.l2_chain_id, instruments=listing
+    ) as book:
         print(
             f"ledger ready at {database_url(args.db)} (head seq {book.store.head().seq}); "
             f"operator {operator.address} ({files.operator_path()})"
@@ -100,21 +69,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_deposit(args: argparse.Namespace) -> int:
-    with _open(args, operator=True) as book:
-        _show_receipt(book.deposit(args.account, args.amount, key=args.key), args.json)
+    with open_ledger(args, operator=True) as book:
+        show_receipt(book.deposit(args.account, args.amount, key=args.key), args.json)
     return 0
 
 
 def _sign_or_submit(
     args: argparse.Namespace, sign: Callable[[Ledger, Wallet], dict[str, Any]]
 ) -> int:
-    with _open(args) as book:
+    with open_ledger(args) as book:
         wallet = files.open_wallet(Path(args.keystore), book.l1_chain_id)
         envelope = sign(book, wallet)
         if args.sign_only:
-            _print_json(envelope)
+            print_json(envelope)
         else:
-            _show_receipt(book.submit_signed(envelope), args.json)
+            show_receipt(book.submit_signed(envelope), args.json)
     return 0
 
 
@@ -141,14 +110,14 @@ def cmd_onboard(args: argparse.Namespace) -> int:
 
 
 def cmd_reverse(args: argparse.Namespace) -> int:
-    with _open(args, operator=True) as book:
-        _show_receipt(book.reverse(args.seq, reason=args.reason, key=args.key), args.json)
+    with open_ledger(args, operator=True) as book:
+        show_receipt(book.reverse(args.seq, reason=args.reason, key=args.key), args.json)
     return 0
 
 
 def cmd_operator_add(args: argparse.Namespace) -> int:
-    with _open(args, operator=True) as book:
-        _show_receipt(book.add_operator(args.address), args.json)
+    with open_ledger(args, operator=True) as book:
+        show_receipt(book.add_operator(args.address), args.json)
     return 0
 
 
@@ -167,29 +136,22 @@ def cmd_wallet_show(args: argparse.Namespace) -> int:
         "l1_chain_id": wallet.l1_chain_id,
     }
     if args.json:
-        _print_json(shown)
+        print_json(shown)
     else:
         for name, value in shown.items():
             print(f"{name:>17}  {value}")
     return 0
 
 
-def _read_json(path: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise MalformedEnvelope(f"cannot read {path}: {exc}") from exc
-
-
 def cmd_sign(args: argparse.Namespace) -> int:
-    action = _read_json(args.file)
+    action = read_json(args.file)
     wallet = files.open_wallet(Path(args.keystore), args.l1_chain_id)
-    _print_json(sign_action_file(action, wallet, genesis.l2_domain(args.l2_chain_id)))
+    print_json(sign_action_file(action, wallet, genesis.l2_domain(args.l2_chain_id)))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    envelope = _read_json(args.file)
+    envelope = read_json(args.file)
     domain = genesis.l2_domain(args.l2_chain_id)
     try:
         if isinstance(envelope, dict) and envelope.get("format") == envelopes.ONBOARDING_FORMAT:
@@ -210,19 +172,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    envelope = _read_json(args.file)
+    envelope = read_json(args.file)
     if not isinstance(envelope, dict):
         raise MalformedEnvelope(f"{args.file} does not hold a JSON object")
-    with _open(args) as book:
-        _show_receipt(book.submit_signed(envelope), args.json)
+    with open_ledger(args) as book:
+        show_receipt(book.submit_signed(envelope), args.json)
     return 0
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with open_ledger(args) as book:
         balance = book.balance(args.account, args.asset, args.at_seq)
     if args.json:
-        _print_json(balance.to_json())
+        print_json(balance.to_json())
     else:
         print(
             f"{balance.account}  {format_amount(balance.units, balance.asset)} "
@@ -235,13 +197,13 @@ HISTORY_COLUMNS = ("seq", "recorded_at", "kind", "amount", "balance", "counterpa
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with open_ledger(args) as book:
         lines = book.history(args.account, args.asset)
         account = book.balance(args.account, args.asset).account
     rows = [
         {
             "seq": line.seq,
-            "recorded_at": _iso(line.recorded_at),
+            "recorded_at": iso(line.recorded_at),
             "kind": line.kind,
             "amount": format_amount(line.amount),
             "balance": format_amount(line.balance_after),
@@ -251,7 +213,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         for line in lines
     ]
     if args.json:
-        _print_json({"account": account, "asset": args.asset, "lines": rows})
+        print_json({"account": account, "asset": args.asset, "lines": rows})
     elif args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -271,27 +233,27 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_tx(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with open_ledger(args) as book:
         receipt = Receipt(book.transaction(args.seq))
-    _print_json(receipt_json(receipt) | {"prev_hash": "0x" + receipt.tx.prev_hash.hex()})
+    print_json(receipt_json(receipt) | {"prev_hash": "0x" + receipt.tx.prev_hash.hex()})
     return 0
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    with _open(args, operator=True) as book:
-        _show_header(book.seal(), args.json)
+    with open_ledger(args, operator=True) as book:
+        show_header(book.seal(), args.json)
     return 0
 
 
 def cmd_block(args: argparse.Namespace) -> int:
-    with _open(args) as book:
-        _show_header(book.block(args.number), args.json)
+    with open_ledger(args) as book:
+        show_header(book.block(args.number), args.json)
     return 0
 
 
 def cmd_proof(args: argparse.Namespace) -> int:
-    with _open(args) as book:
-        _print_json(book.proof(args.account, args.asset, args.block).to_json())
+    with open_ledger(args) as book:
+        print_json(book.proof(args.account, args.asset, args.block).to_json())
     return 0
 
 
@@ -323,11 +285,11 @@ def _progress_bar(done: int, total: int) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    with _open(args) as book:
+    with open_ledger(args) as book:
         progress = _progress_bar if sys.stderr.isatty() and not args.json else None
         report = book.audit(progress)
     if args.json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     elif report.ok:
         print(
             f"intact: {report.transactions} transactions and {report.blocks} blocks replayed "
@@ -368,7 +330,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             lambda message: print(message, file=sys.stderr),
         )
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(f"demo ledger: {database_url(url)}")
         for name, value in summary.items():
@@ -434,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("init", cmd_init, "create the schema and genesis (operator key, chain ids)")
     chain_flags(sub)
+    sub.add_argument(
+        "--instruments", help="instrument configuration (TOML); default: the shipped one"
+    )
     sub = command("deposit", cmd_deposit, "credit USDC arriving from outside (operator-signed)")
     sub.add_argument("account")
     sub.add_argument("amount", help="decimal USDC, e.g. 100.25")
@@ -502,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("verify-proof", cmd_verify_proof, "verify a proof file offline")
     sub.add_argument("file")
     json_flag(command("audit", cmd_audit, "replay from genesis and verify everything"))
+    register_trading(command, json_flag, write_flags)
     sub = command("demo", cmd_demo, "run a deterministic synthetic workload and audit it")
     sub.add_argument("--accounts", type=int, default=DemoConfig().accounts)
     sub.add_argument("--transactions", type=int, default=DemoConfig().transactions)

@@ -126,3 +126,27 @@ class UnknownInstrument(LedgerError):
 
 class InvalidConfig(LedgerError):
     """A margin/instrument configuration file is malformed (unknown, missing or bad keys)."""
+
+
+class InsufficientMargin(LedgerError):
+    """An account-initiated transition would leave the account under its initial margin."""
+
+
+class InvalidMarketEvent(LedgerError):
+    """A price, volatility, settlement or fill value is malformed or out of range."""
+
+
+class MarketDataMissing(LedgerError):
+    """A decision needs a price or volatility that has not been published yet."""
+
+
+class InstrumentClosed(LedgerError):
+    """The instrument has expired or settled: it no longer trades."""
+
+
+class NotLiquidatable(LedgerError):
+    """A liquidation was requested for an account that meets its maintenance margin."""
+
+
+class InvalidMarginMode(LedgerError):
+    """A margin mode or leverage the account cannot take."""

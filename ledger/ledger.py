@@ -18,6 +18,8 @@ from ledger.core.proofs import AccountProof, build_proof
 from ledger.errors import LimitExceeded, MalformedEnvelope, NotFound, UnknownOperator
 from ledger.store.database import check_schema, make_engine, migrate
 from ledger.store.sql import Receipt, SqlStore, StatementLine
+from ledger.trading.rules import TradingAssets
+from ledger.venue import Venue
 from ledger.wallet.signer import Wallet
 
 Clock = Callable[[], int]
@@ -46,8 +48,9 @@ class Balance:
         }
 
 
-class Ledger:
-    """A hash-chained double-entry ledger on SQLite (default) or PostgreSQL.
+class Ledger(Venue):
+    """A hash-chained double-entry ledger on SQLite (default) or PostgreSQL, with the
+    trading venue's methods (:class:`~ledger.venue.Venue`).
 
     Nothing enters the journal unsigned: user actions carry their owner's SNIP-12 signature
     (see :class:`~ledger.wallet.Wallet`), system events the operator's EIP-712 signature.
@@ -74,9 +77,13 @@ class Ledger:
         operator: Wallet,
         l2_chain_id: str = genesis.DEFAULT_L2_CHAIN_ID,
         clock: Clock = now_us,
+        instruments: str | None = None,
+        list_instruments: bool = True,
     ) -> Ledger:
         """Run the migrations (idempotent) and, on an empty ledger, record genesis: the
-        operator key (signed by itself) and the chain ids of the signing domains."""
+        operator key (signed by itself) with the chain ids of the signing domains, then
+        the instrument listing (``instruments``: TOML text; default: the shipped one;
+        ``list_instruments=False`` leaves a payments-only ledger that can list later)."""
         engine = make_engine(url)
         migrate(engine)
         engine.dispose()
@@ -91,6 +98,8 @@ class Ledger:
             book.store.append([operator.sign_system(registration)], clock())
             book.close()
             book = cls(url, clock=clock, operator=operator)
+            if list_instruments:
+                book.list_instruments(instruments)
         return book
 
     def close(self) -> None:
@@ -237,10 +246,16 @@ class Ledger:
         version, hash and root (signature checks in ``workers`` processes)."""
         return audit(self.store, progress, workers)
 
+    def assets(self) -> Mapping[str, Asset]:
+        """Every asset: USDC, listed underlyings (spot) and every listed perp and option."""
+        return TradingAssets(self.store.trading_state([]))
+
     def _asset(self, code: str) -> Asset:
-        assets = self.store.assets()
+        assets = self.assets()
         if code not in assets:
-            raise NotFound(f"unknown asset {code!r}; known: {', '.join(sorted(assets))}")
+            raise NotFound(
+                f"unknown asset {code!r}; known: {', '.join(sorted(assets))} and listed options"
+            )
         return assets[code]
 
 

@@ -40,7 +40,7 @@ BOB = BOB_WALLET.address
 CAROL = CAROL_WALLET.address
 WALLETS = {ALICE: ALICE_WALLET, BOB: BOB_WALLET, CAROL: CAROL_WALLET}
 # Genesis (the operator key) and the three onboardings come first in every `book`.
-FIRST_SEQ = 5
+FIRST_SEQ = 6
 
 
 def pg_admin_url() -> str | None:

@@ -684,7 +684,7 @@ def test_init_is_idempotent(
     ready = f"ledger ready at sqlite:///{tmp_path}/l.db"
     operator = f"operator {OPERATOR.address} ({keys['operator']})"
     for _ in range(2):
-        assert runner.ok("init") == f"{ready} (head seq 1); {operator}\n"
+        assert runner.ok("init") == f"{ready} (head seq 2); {operator}\n"
     onboard_all(runner)
     seed(runner)
     assert runner.ok("init") == f"{ready} (head seq {SEEDED_HEAD}); {operator}\n"
@@ -698,7 +698,7 @@ def test_init_on_a_migrated_database(bare_cli: Cli) -> None:
     cli = bare_cli
     out = cli.ok("init")
     assert out.startswith("ledger ready at ") and out.endswith(
-        f"(head seq 1); operator {OPERATOR.address} ({cli.ks('operator')})\n"
+        f"(head seq 2); operator {OPERATOR.address} ({cli.ks('operator')})\n"
     )
     genesis_tx = json.loads(cli.ok("tx", "1"))
     assert (genesis_tx["kind"], genesis_tx["key"], genesis_tx["postings"]) == (
@@ -792,7 +792,7 @@ def test_quick_start(
 
     out = cli.ok("init")  # creates the operator keystore
     match = re.fullmatch(
-        rf"ledger ready at \S+ \(head seq 1\); operator (0x[0-9a-f]{{40}}) "
+        rf"ledger ready at \S+ \(head seq 2\); operator (0x[0-9a-f]{{40}}) "
         rf"\({re.escape(str(operator_path))}\)\n",
         out,
     )
@@ -810,7 +810,7 @@ def test_quick_start(
     ]
     kinds = ["onboarding", "onboarding", "deposit", "transfer", "withdrawal"]
     with Ledger(cli.url) as book:
-        for seq, (printed, kind) in enumerate(zip(receipts, kinds, strict=True), start=2):
+        for seq, (printed, kind) in enumerate(zip(receipts, kinds, strict=True), start=3):
             assert printed == f"seq {seq} hash 0x{book.transaction(seq).hash.hex()} {kind}\n"
         assert book.store.auth_projection().operators == {operator}
     head = cli.head()
@@ -821,8 +821,8 @@ def test_quick_start(
     assert cli.head() == head
     out = cli.ok("audit")
     assert out == (
-        f"intact: 6 transactions and 0 blocks replayed from genesis; "
-        f"head seq 6 hash 0x{head.hash.hex()}\n"
+        f"intact: 7 transactions and 0 blocks replayed from genesis; "
+        f"head seq 7 hash 0x{head.hash.hex()}\n"
     )
     assert cli.json("balance", alice)["balance"] == "85.00"
     assert cli.json("balance", bob)["balance"] == "10.00"
@@ -892,14 +892,14 @@ def test_onboard(bare_cli: Cli, tmp_path: Path) -> None:
     cli.ok("init")
     receipt = cli.json("onboard", "--keystore", cli.ks("alice"))
     assert (receipt["seq"], receipt["kind"], receipt["key"], receipt["postings"]) == (
-        2,
+        3,
         "onboarding",
         f"onboard/{ALICE}",
         [],
     )
     again = cli.ok("onboard", "--keystore", cli.ks("alice"))
     assert again == (
-        f"seq 2 hash {receipt['hash']} onboarding "
+        f"seq 3 hash {receipt['hash']} onboarding "
         "(already recorded with this key; nothing written)\n"
     )
     with Ledger(cli.url) as book:
@@ -907,7 +907,7 @@ def test_onboard(bare_cli: Cli, tmp_path: Path) -> None:
         assert book.store.auth_projection().wallets == {ALICE: ALICE_WALLET.stark_public_key}
     # --sign-only prints the envelope; `verify` checks it offline, `submit` applies it.
     envelope = cli.ok("onboard", "--keystore", cli.ks("bob"), "--sign-only")
-    assert cli.head().seq == 2
+    assert cli.head().seq == 3
     path = tmp_path / "onboarding.json"
     path.write_text(envelope)
     assert run_offline(cli, "verify", str(path)) == (0, f"valid: onboarding of {BOB}\n", "")
@@ -918,7 +918,7 @@ def test_onboard(bare_cli: Cli, tmp_path: Path) -> None:
         "invalid: onboarding signed for L1 chain 31337, this ledger uses 1\n",
     )
     assert cli.ok("submit", str(path)).endswith(" onboarding\n")
-    assert cli.head().seq == 3
+    assert cli.head().seq == 4
     assert cli.json("audit")["ok"] is True
 
 
@@ -1458,7 +1458,7 @@ def test_console_script_success_and_error(tmp_path: Path, keys: dict[str, str]) 
     done = _run_script("init", "--db", url, cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
-        f"ledger ready at {url} (head seq 1); operator {OPERATOR.address} (operator.json)\n"
+        f"ledger ready at {url} (head seq 2); operator {OPERATOR.address} (operator.json)\n"
     )
     refused = _run_script("deposit", "0x12", "1", "--db", url, cwd=tmp_path)
     assert refused.returncode == 2 and refused.stdout == ""
@@ -1466,7 +1466,7 @@ def test_console_script_success_and_error(tmp_path: Path, keys: dict[str, str]) 
         "error: invalid address '0x12': expected 0x followed by 40 hex digits\n"
     )
     with Ledger(url) as book:
-        assert book.store.head().seq == 1
+        assert book.store.head().seq == 2
 
 
 # --------------------------------------------------------------------------- demo
@@ -1491,7 +1491,7 @@ def test_demo_is_deterministic(
         assert summary["audit_ok"] == "True" and summary["proof_valid"] == "True"
         assert summary["audit_message"] == "intact"
         # Genesis, one onboarding per account, then the committed transactions.
-        assert int(summary["head_seq"]) == 1 + 10 + int(summary["transactions"])
+        assert int(summary["head_seq"]) == 2 + 10 + int(summary["transactions"])
         assert int(summary["transactions"]) + int(summary["rejected_as_expected"]) == 200
         runs.append(summary)
     assert (tmp_path / "ledger-demo.db").exists()
@@ -1518,7 +1518,7 @@ def test_demo_refuses_a_ledger_initialised_by_another_operator(
     assert_refused(
         cli("demo", "--accounts", "10", "--transactions", "10"), "the demo needs an empty ledger"
     )
-    assert cli.head().seq == 1
+    assert cli.head().seq == 2
 
 
 def test_seal_by_a_non_operator_key_is_refused(

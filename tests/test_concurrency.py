@@ -218,7 +218,7 @@ def check(
     # without forks, keys as receipted.
     txs = list(book.store.iter_transactions())
     assert [tx.seq for tx in txs] == list(range(1, opening + len(committed) + 1))
-    assert {tx.kind for tx in txs[:opening]} == {"operator_keys", "onboarding"}
+    assert {tx.kind for tx in txs[:opening]} == {"operator_keys", "listing", "onboarding"}
     assert {tx.key for tx in txs[opening:]} == committed.keys()
     assert not refused_keys & {tx.key for tx in txs}
     prev_hash = ZERO_HASH

@@ -77,7 +77,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], tuple[Pla
 
 def new_ledger(url: str) -> None:
     """Genesis, as an operator sets up a ledger; the writers then only submit."""
-    Ledger.init(url, operator=OPERATOR).close()
+    Ledger.init(url, operator=OPERATOR, list_instruments=False).close()
 
 
 @dataclass

@@ -130,11 +130,16 @@ def test_load_config_from_path(tmp_path: Path) -> None:
 _UNDERLYING = """
 [underlyings.BTC]
 size_scale = 100000000
+size_step = 100000
+price_tick = 10000
 spot_haircut = "10%"
 [underlyings.BTC.perp]
 imf_base = "2%"
 taker_fee = "0.045%"
 maker_fee = "0.00003"
+funding_interest = "0.01%"
+funding_clamp = "0.05%"
+funding_max = "2%"
 [underlyings.BTC.option]
 long_im_mark = "1"
 long_mm_mark = "0.5"

@@ -243,17 +243,21 @@ def test_batch_with_repeated_key(book: Ledger) -> None:
 
 
 def test_generic_postings_must_balance(book: Ledger) -> None:
-    """Operator-signed events with free-form postings (here settlements) must balance."""
+    """Operator-signed events with free-form postings (here deposits) must balance; kinds
+    whose postings the ledger computes (fills, settlements, ...) may name none."""
     book.deposit(ALICE, "10")
+    computed = make_request(TxKind.SETTLEMENT.value, "s", [Posting(ALICE, "USDC", -5)])
+    with pytest.raises(UnbalancedTransaction, match="the ledger computes them"):
+        book.system(computed)
     unbalanced = make_request(
-        TxKind.SETTLEMENT.value,
+        TxKind.DEPOSIT.value,
         "u",
         [Posting(ALICE, "USDC", -5), Posting(BOB, "USDC", 4)],
     )
     with pytest.raises(UnbalancedTransaction, match="do not sum to zero"):
         book.system(unbalanced)
     twice = make_request(
-        TxKind.SETTLEMENT.value,
+        TxKind.DEPOSIT.value,
         "t",
         [Posting(ALICE, "USDC", -5), Posting(ALICE, "USDC", 5)],
     )

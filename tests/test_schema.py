@@ -46,6 +46,7 @@ MODEL_TABLES = {
     "wallets",
     "nonces",
     "settings",
+    "trading_state",
 }
 # Tables whose rows a migration could seed or change (0002 adds a column to blocks).
 ROW_TABLES = (
@@ -59,8 +60,9 @@ ROW_TABLES = (
     "wallets",
     "nonces",
     "settings",
+    "trading_state",
 )
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 @pytest.fixture(params=STORES)
@@ -227,11 +229,12 @@ def test_fresh_database_has_no_tables_until_init(
         assert _tables(eng) == set(), "opening a ledger must not create the schema"
         assert main(["init", "--db", empty_url]) == 0
         out = capsys.readouterr().out
-        assert f"(head seq 1); operator {OPERATOR.address} ({keystore})" in out
+        assert f"(head seq 2); operator {OPERATOR.address} ({keystore})" in out
         assert _tables(eng) == MODEL_TABLES | {"alembic_version"}
         with Ledger(empty_url) as book:
-            assert book.store.head().seq == 1
+            assert book.store.head().seq == 2
             assert book.transaction(1).kind == "operator_keys"
+            assert book.transaction(2).kind == "listing"
         with eng.connect().execution_options(sqlite_begin="DEFERRED") as connection:
             operators = connection.execute(text("SELECT address, added_seq FROM operators"))
             assert [tuple(r) for r in operators] == [(OPERATOR.address, 1)]

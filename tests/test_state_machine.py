@@ -332,7 +332,10 @@ class LedgerMachine(RuleBasedStateMachine):
             self.url = f"sqlite:///{self.tmpdir}/ledger.db"
         else:
             self.url = new_postgres_database()
-        self.book = Ledger.init(self.url, operator=OPERATOR, clock=self.clock)
+        # A payments-only ledger: the model tracks money movements, not trading.
+        self.book = Ledger.init(
+            self.url, operator=OPERATOR, clock=self.clock, list_instruments=False
+        )
         # The same ledger opened without the operator key: it accepts user actions only.
         self.reader = Ledger(self.url, clock=self.clock)
         assert self.book.domain == self.reader.domain == DOMAIN

@@ -121,7 +121,7 @@ T7, T8, W10, T11, T14, W15 = (
 
 
 def build(url: str) -> None:
-    with Ledger.init(url, operator=OPERATOR, clock=StepClock()) as book:
+    with Ledger.init(url, operator=OPERATOR, clock=StepClock(), list_instruments=False) as book:
         for wallet in WALLETS.values():
             book.onboard(wallet)
         book.deposit(ALICE, "100", key="dep-alice")

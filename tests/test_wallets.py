@@ -1085,7 +1085,7 @@ def _rewrite(url: str, rows: list[tuple[int, str, bytes, bytes]], head: bytes) -
 def test_end_to_end(db_url: str) -> None:
     dave, erin = make_wallet("dave"), make_wallet("erin")
     with Ledger.init(db_url, operator=OPERATOR) as book:
-        assert [book.onboard(w).tx.seq for w in (dave, erin)] == [2, 3]
+        assert [book.onboard(w).tx.seq for w in (dave, erin)] == [3, 4]
         assert book.store.wallet(dave.address) == (
             dave.stark_public_key,
             f"{dave.stark_account:#x}",
@@ -1124,7 +1124,7 @@ def test_end_to_end(db_url: str) -> None:
         assert sealer == to_checksum_address(OPERATOR.address)
         report = book.audit()
         assert report.ok, report.divergence
-        assert (report.transactions, report.blocks) == (6, 1)
+        assert (report.transactions, report.blocks) == (7, 1)
         records = list(book.store.iter_transactions())
         head = book.store.head()
 

@@ -19,7 +19,10 @@ BRIDGE = "system:bridge"
 FEES = "system:fees"
 INSURANCE = "system:insurance"
 FUNDING = "system:funding"
-SYSTEM_ACCOUNTS = frozenset({BRIDGE, FEES, INSURANCE, FUNDING})
+# Counterparty of realised perp PnL: its USDC balance is minus the sum of open perp costs,
+# i.e. exactly the unrealised PnL still owed to open positions (an audited invariant).
+CLEARING = "system:clearing"
+SYSTEM_ACCOUNTS = frozenset({BRIDGE, FEES, INSURANCE, FUNDING, CLEARING})
 
 MAX_ACCOUNT_ID_BYTES = 96
 

@@ -21,10 +21,12 @@ _CODE = re.compile(r"^[A-Z0-9][A-Z0-9/_.-]{0,31}$")
 
 @dataclass(frozen=True, slots=True)
 class Asset:
-    """An asset with a fixed number of decimals (its scale)."""
+    """An asset with a fixed number of decimals (its scale). ``signed`` assets (perp and
+    option positions) may be negative on user accounts: a short is a negative balance."""
 
     code: str
     scale: int
+    signed: bool = False
 
     def __post_init__(self) -> None:
         assert _CODE.match(self.code), f"asset code {self.code!r} is not canonical"

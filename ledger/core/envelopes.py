@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ledger.core import eip712, operations, snip12, stark
@@ -347,12 +348,37 @@ def seal_event(header: BlockHeader, l1_chain_id: int) -> dict[str, Any]:
     return eip712.system_event_message(l1_chain_id, "seal", f"block-{header.number}", header.hash)
 
 
+@lru_cache(maxsize=1 << 16)
+def _verified_order(text: str, domain: snip12.Domain) -> str:
+    """The canonical form of a verified order (cached: one order backs many fills)."""
+    action = verify_action(json.loads(text), domain)
+    if action.action != "order":
+        raise MalformedEnvelope(f"a fill carries signed orders, not a {action.action}")
+    return canonical_json(action.envelope)
+
+
+def verify_orders(request: TxRequest, domain: snip12.Domain) -> None:
+    """Verify the buy and sell orders a fill carries, stored in canonical form."""
+    try:
+        metadata = json.loads(request.metadata)
+        orders = [canonical_json(metadata[side]) for side in ("buy", "sell")]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedEnvelope("a fill carries the signed buy and sell orders") from exc
+    for side, text in zip(("buy", "sell"), orders, strict=True):
+        if _verified_order(text, domain) != text:
+            raise MalformedEnvelope(f"the {side} order is not stored in canonical form")
+
+
 def auth_of(request: TxRequest, domain: snip12.Domain, l1_chain_id: int) -> Auth:
     """Re-derive who signed a stored or submitted request from the signature in its
-    metadata alone, and check the request is exactly what was signed."""
+    metadata alone, and check the request is exactly what was signed (for a fill, also
+    the two signed orders it carries)."""
     scheme = scheme_for(request.kind)
     if scheme == OPERATOR:
-        return verify_operator(request, l1_chain_id)
+        auth = verify_operator(request, l1_chain_id)
+        if request.kind == TxKind.FILL.value:
+            verify_orders(request, domain)
+        return auth
     try:
         envelope = json.loads(request.metadata)["auth"]
     except (ValueError, KeyError, TypeError) as exc:

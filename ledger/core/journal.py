@@ -11,11 +11,11 @@ the overlay, applies a batch, and writes the records; it never decides anything 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ledger.core.accounts import is_system, normalize_account
 from ledger.core.amounts import MAX_AMOUNT, USDC, Asset, format_amount
@@ -57,9 +57,22 @@ class TxKind(StrEnum):
     ONBOARDING = "onboarding"
     OPERATOR_KEYS = "operator_keys"
     ACCOUNT_SETTING = "account_setting"
+    LISTING = "listing"
 
 
 KNOWN_KINDS = frozenset(kind.value for kind in TxKind)
+# Kinds whose postings the ledger's rules compute from the request's metadata and its state
+# (a fill names the orders, price and size; the ledger works out premiums, fees, PnL).
+DERIVED_KINDS = frozenset(
+    {
+        TxKind.FILL.value,
+        TxKind.FUNDING.value,
+        TxKind.SETTLEMENT.value,
+        TxKind.LIQUIDATION.value,
+        TxKind.PRICE_UPDATE.value,
+        TxKind.LISTING.value,
+    }
+)
 
 
 class Posting(NamedTuple):
@@ -182,6 +195,38 @@ def make_request(
     )
 
 
+class Transition(Protocol):
+    """What the ledger's rules make of one request: the postings to apply, a check of the
+    state they lead to, and the commit of the rules' own state once the journal accepts."""
+
+    postings: tuple[Posting, ...]
+
+    def check(self, after: Mapping[tuple[str, str], int]) -> None:
+        """Raise unless the balances after the postings (``after``: the changed ones) are
+        allowed, e.g. every account that initiated the transition still meets its margin."""
+
+    def commit(self, legs: Sequence[PostingRecord]) -> None:
+        """Record the transition in the rules' state (called once, after validation)."""
+
+
+class Rules(Protocol):
+    """The business rules every transaction passes through (trading and margin)."""
+
+    @property
+    def assets(self) -> Mapping[str, Asset]:
+        """Every asset a posting may use."""
+
+    def transition(
+        self,
+        request: TxRequest,
+        balances: Mapping[tuple[str, str], int],
+        auth_state: AuthState,
+        now_us: int,
+    ) -> Transition | None:
+        """Plan ``request`` against the state before it, or None when the rules have
+        nothing to add (the request's own postings apply unchecked)."""
+
+
 @dataclass(slots=True)
 class Journal:
     """Chain head plus an overlay of balances and versions; applies requests in order."""
@@ -191,28 +236,40 @@ class Journal:
     versions: dict[str, int]
     auth_state: AuthState = field(default_factory=AuthState)
     assets: Mapping[str, Asset] = field(default_factory=lambda: {USDC.code: USDC})
+    rules: Rules | None = None
 
     def apply(self, request: TxRequest, digest: bytes, now_us: int) -> TxRecord:
         """Validate ``request`` against the overlay and append it; all or nothing."""
-        self._check(request)
         balances, versions = self.balances, self.versions
         head = self.head
         seq = head.seq + 1
         recorded_at = max(now_us, head.recorded_at + 1)
+        if request.kind in DERIVED_KINDS and request.postings:
+            raise UnbalancedTransaction(
+                f"a {request.kind} names no postings: the ledger computes them"
+            )
+        self._check(request.postings)
         debited = debited_accounts(request.postings)
         authorize(request.kind, request.key, request.auth, debited, self.auth_state, recorded_at)
+        transition = None
+        postings = request.postings
+        if self.rules is not None:
+            transition = self.rules.transition(request, balances, self.auth_state, recorded_at)
+            if transition is not None and transition.postings is not postings:
+                postings = transition.postings
+                self._check(postings)
         legs: list[PostingRecord] = []
         # _check guarantees each account appears at most once per asset; an account may
         # still carry several assets, so versions count per account across the legs.
         new_versions: dict[str, int] = {}
-        for p in request.postings:
+        for p in postings:
             account, amount = p.account, p.amount
             before = balances.get((account, p.asset), 0)
             after = before + amount
             if not is_system(account):
-                if amount < 0 and account not in versions:
+                if amount < 0 and account not in versions and not self.assets[p.asset].signed:
                     raise UnknownAccount(f"unknown account {account}: it has never received funds")
-                if after < 0:
+                if after < 0 and not self.assets[p.asset].signed:
                     asset = self.assets[p.asset]
                     raise InsufficientFunds(
                         f"insufficient funds: account {account} has "
@@ -224,12 +281,16 @@ class Journal:
             version = new_versions.get(account) or versions.get(account, 0)
             new_versions[account] = version + 1
             legs.append(PostingRecord(account, p.asset, amount, after, version + 1))
+        if transition is not None:
+            transition.check({(leg.account, leg.asset): leg.balance_after for leg in legs})
         # Validation is over: mutate the overlay only now, so a failure leaves it untouched.
         for leg in legs:
             balances[(leg.account, leg.asset)] = leg.balance_after
         versions.update(new_versions)
         assert request.auth is not None  # authorize() refused unsigned requests
         commit(request.kind, request.auth, self.auth_state)
+        if transition is not None:
+            transition.commit(legs)
         effective_at = request.effective_at if request.effective_at is not None else recorded_at
         encoded = encode_tx(
             seq,
@@ -258,10 +319,10 @@ class Journal:
         self.head = ChainHead(seq, tx_hash, recorded_at)
         return record
 
-    def _check(self, request: TxRequest) -> None:
+    def _check(self, postings: Sequence[Posting]) -> None:
         sums: dict[str, int] = {}
         seen: set[tuple[str, str]] = set()
-        for p in request.postings:
+        for p in postings:
             if p.asset not in self.assets:
                 raise UnbalancedTransaction(f"unknown asset {p.asset!r}")
             if type(p.amount) is not int or p.amount == 0 or abs(p.amount) > MAX_AMOUNT:
@@ -277,6 +338,4 @@ class Journal:
             sums[p.asset] = sums.get(p.asset, 0) + p.amount
         unbalanced = {asset: total for asset, total in sums.items() if total != 0}
         if unbalanced:
-            raise UnbalancedTransaction(
-                f"postings of {request.key!r} do not sum to zero: {unbalanced}"
-            )
+            raise UnbalancedTransaction(f"postings do not sum to zero: {unbalanced}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.core.envelopes import SignedAction
+from ledger.core.journal import canonical_account
 from ledger.errors import AuthorizationError
 
 BUY = "buy"
@@ -32,6 +33,29 @@ class Order:
     size: int
     limit_price: int
     expiry: int
+
+    @classmethod
+    def from_envelope(cls, envelope: object) -> tuple[Order, str, int]:
+        """Read a canonical order envelope whose signature was verified when it entered
+        the ledger: ``(order, owner, stark public key)`` without the costly checks."""
+        try:
+            assert isinstance(envelope, dict)
+            if envelope["action"] != "order":
+                raise FillViolatesOrder(f"expected a signed order, got a {envelope['action']}")
+            message, signer = envelope["message"], envelope["signer"]
+            owner = str(signer["account"])
+            order = cls(
+                order_id=f"{owner}/{int(message['nonce'])}",
+                account=canonical_account(str(message["account"])),
+                market=str(message["market"]),
+                side=str(message["side"]),
+                size=int(message["size"]),
+                limit_price=int(message["limit_price"]),
+                expiry=int(message["expiry"]),
+            )
+            return order, owner, int(signer["stark_public_key"], 16)
+        except (AssertionError, KeyError, TypeError, ValueError) as exc:
+            raise FillViolatesOrder(f"malformed order envelope: {exc!r}") from exc
 
     @classmethod
     def from_action(cls, action: SignedAction) -> Order:

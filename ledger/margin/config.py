@@ -55,7 +55,17 @@ _NAME_RE = re.compile(r"[A-Z][A-Z0-9]*")
 # (a relative spot move cannot take the price below zero).
 _Range = Literal["rate", "nonneg", "move", "any"]
 
-_PERP_FIELDS: dict[str, _Range] = {"imf_base": "rate", "taker_fee": "rate", "maker_fee": "rate"}
+_PERP_FIELDS: dict[str, _Range] = {
+    name: "rate"
+    for name in (
+        "imf_base",
+        "taker_fee",
+        "maker_fee",
+        "funding_interest",
+        "funding_clamp",
+        "funding_max",
+    )
+}
 _OPTION_FIELDS: dict[str, _Range] = {
     name: "rate"
     for name in (
@@ -83,7 +93,15 @@ _PORTFOLIO_FRACTIONS: dict[str, _Range] = {
 }
 _PORTFOLIO_INTS = ("dte_threshold", "settlement_window_minutes")
 _SCENARIO_FIELDS: dict[str, _Range] = {"spot_move": "move", "vol_shock": "move", "weight": "nonneg"}
-_UNDERLYING_KEYS = ("size_scale", "spot_haircut", "perp", "option", "portfolio")
+_UNDERLYING_KEYS = (
+    "size_scale",
+    "size_step",
+    "price_tick",
+    "spot_haircut",
+    "perp",
+    "option",
+    "portfolio",
+)
 _TOP_KEYS = ("option_expiry_utc", "spot_pairs", "perps", "underlyings")
 
 
@@ -215,9 +233,22 @@ class _Reader:
         if not _NAME_RE.fullmatch(name):
             raise self.fail(key, "underlying names are upper-case symbols like BTC")
         table = self.table(value, key, _UNDERLYING_KEYS)
+        size_scale = self.positive_int(table["size_scale"], f"{key}.size_scale")
+        if 10 ** (len(str(size_scale)) - 1) != size_scale:
+            raise self.fail(f"{key}.size_scale", f"must be a power of ten, got {size_scale}")
+        size_step = self.positive_int(table["size_step"], f"{key}.size_step")
+        price_tick = self.positive_int(table["price_tick"], f"{key}.price_tick")
+        if size_step * price_tick % size_scale:
+            raise self.fail(
+                key,
+                f"size_step x price_tick ({size_step} x {price_tick}) must be a multiple of "
+                f"size_scale ({size_scale}) so that every notional is a whole USDC base unit",
+            )
         return UnderlyingParams(
             name=name,
-            size_scale=self.positive_int(table["size_scale"], f"{key}.size_scale"),
+            size_scale=size_scale,
+            size_step=size_step,
+            price_tick=price_tick,
             perp=PerpParams(**self.fractions(table["perp"], f"{key}.perp", _PERP_FIELDS)),
             option=OptionMarginParams(
                 **self.fractions(table["option"], f"{key}.option", _OPTION_FIELDS)
@@ -286,7 +317,12 @@ def load_config(path: str | Path) -> MarginConfig:
     return load_config_text(text, str(p))
 
 
+def default_config_text() -> str:
+    """The text of the shipped ``default_instruments.toml``."""
+    resource = resources.files("ledger.margin").joinpath(DEFAULT_CONFIG_RESOURCE)
+    return resource.read_text(encoding="utf-8")
+
+
 def load_default_config() -> MarginConfig:
     """The shipped ``default_instruments.toml`` (equal to :data:`DEFAULT_PARAMS`)."""
-    resource = resources.files("ledger.margin").joinpath(DEFAULT_CONFIG_RESOURCE)
-    return load_config_text(resource.read_text(encoding="utf-8"), DEFAULT_CONFIG_RESOURCE)
+    return load_config_text(default_config_text(), DEFAULT_CONFIG_RESOURCE)

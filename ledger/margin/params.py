@@ -29,6 +29,10 @@ class PerpParams:
     imf_base: Fraction = Fraction(1, 50)
     taker_fee: Fraction = Fraction(9, 20000)
     maker_fee: Fraction = Fraction(3, 100000)
+    # Funding per 8 h: clip(premium + clip(interest - premium, -clamp, +clamp), -max, +max)
+    funding_interest: Fraction = Fraction(1, 10000)
+    funding_clamp: Fraction = Fraction(1, 2000)
+    funding_max: Fraction = Fraction(1, 50)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,10 @@ class UnderlyingParams:
 
     name: str
     size_scale: int = DEFAULT_SIZE_SCALE
+    # Order sizes are multiples of size_step and prices multiples of price_tick (USDC base
+    # units); size_step x price_tick is a multiple of size_scale, so every notional is exact.
+    size_step: int = 100_000
+    price_tick: int = 10_000
     perp: PerpParams = field(default_factory=PerpParams)
     option: OptionMarginParams = field(default_factory=OptionMarginParams)
     spot_haircut: Fraction = Fraction(1, 10)

@@ -141,3 +141,16 @@ class SettingRow(Base):
 
 
 JOURNAL_TABLES = ("transactions", "postings", "blocks")
+
+
+class TradingStateRow(Base):
+    """The trading state (``ledger.trading.state``): rows ``(scope, key) -> value``;
+    ``account`` names the account a position or margin-mode row belongs to ('' otherwise)."""
+
+    __tablename__ = "trading_state"
+    __table_args__ = (Index("ix_trading_state_account", "account", "scope"),)
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    account: Mapped[str] = mapped_column(String(96))
+    value: Mapped[str] = mapped_column(Text)

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ledger.core.accounts import account_kind
+from ledger.core.accounts import account_kind, is_system, owner_of
 from ledger.core.amounts import Asset
 from ledger.core.authorization import USER, AuthState
 from ledger.core.blocks import BlockHeader, make_block
@@ -41,6 +41,8 @@ from ledger.errors import (
     UnknownOperator,
 )
 from ledger.store.schema import AssetRow, BlockRow, ChainHeadRow
+from ledger.trading.rules import TradingRules
+from ledger.trading.state import SCOPE_ORDER, SCOPE_POSITION, TradingState, row_account
 
 _TX_COLUMNS = (
     "seq, key, kind, effective_at, recorded_at, metadata, reverses, digest, prev_hash, hash"
@@ -147,21 +149,33 @@ class SqlStore:
     def append(self, requests: Sequence[TxRequest], now_us: int) -> list[Receipt]:
         """Commit ``requests`` in order as one atomic batch and return their receipts."""
         digests = [request.digest() for request in requests]
-        assets = self.assets()
         try:
             with self._write() as connection:
                 head = self._lock_head(connection)
                 keys = self._resolve_keys(connection, requests, digests)
                 self._check_reversals(connection, [requests[i] for i in keys.fresh])
-                accounts = sorted({p.account for i in keys.fresh for p in requests[i].postings})
+                fresh = [requests[i] for i in keys.fresh]
+                touched: set[str] = set()
+                order_ids: set[str] = set()
+                for request in fresh:
+                    more, orders = TradingRules.touched(request)
+                    touched |= more
+                    order_ids |= orders
+                accounts = sorted({p.account for r in fresh for p in r.postings} | touched)
                 balances, versions = self._lock_accounts(connection, accounts)
+                trading = self._load_trading(connection, accounts, order_ids)
+                rules = TradingRules(trading)
                 known = set(versions)
-                signers = sorted({r.auth.signer for r in requests if r.auth is not None})
+                # Fills carry orders: their owners' onboarded keys are checked too.
+                signers = sorted(
+                    {r.auth.signer for r in requests if r.auth is not None}
+                    | {owner_of(a) for a in touched if not is_system(a)}
+                )
                 auth_state = self._auth_state(connection, signers)
                 before = AuthState(
                     set(auth_state.operators), dict(auth_state.wallets), dict(auth_state.nonces)
                 )
-                journal = Journal(head, balances, versions, auth_state, assets)
+                journal = Journal(head, balances, versions, auth_state, rules.assets, rules)
                 records: dict[int, TxRecord] = {}
                 for i in keys.fresh:
                     try:
@@ -176,6 +190,7 @@ class SqlStore:
                 if records:
                     self._insert(connection, list(records.values()), journal, known)
                     self._save_auth_state(connection, before, journal.auth_state, requests, records)
+                    self._save_trading(connection, trading)
                 committed = self._transactions(connection, sorted(set(keys.committed.values())))
                 for i, seq in keys.committed.items():
                     records[i] = committed[seq]
@@ -328,6 +343,87 @@ class SqlStore:
                 self._sql("SELECT nonce FROM nonces WHERE owner = ?"), (owner,)
             ).first()
         return 0 if row is None else int(row[0])
+
+    def _load_trading(
+        self, connection: Connection, accounts: Sequence[str], order_ids: set[str]
+    ) -> TradingState:
+        """The ledger-wide trading rows, and those of ``accounts`` and ``order_ids``."""
+        state = TradingState()
+        select = "SELECT scope, key, value FROM trading_state WHERE "
+        state.load_rows(connection.exec_driver_sql(select + "account = ''").all())
+        if accounts:
+            clause, params = self._in("account", accounts)
+            state.load_rows(connection.exec_driver_sql(select + clause, params).all())
+        if order_ids:
+            clause, params = self._in("key", sorted(order_ids))
+            sql = f"{select}scope = '{SCOPE_ORDER}' AND {clause}"
+            state.load_rows(connection.exec_driver_sql(sql, params).all())
+        return state
+
+    def _save_trading(self, connection: Connection, state: TradingState) -> None:
+        """Write the trading rows a batch changed (a row whose value is gone is deleted)."""
+        upserts, deletes = [], []
+        for scope, key, value in state.rows(sorted(state.dirty)):
+            if value is None:
+                deletes.append((scope, key))
+            else:
+                upserts.append((scope, key, row_account(scope, key), value))
+        if deletes:
+            connection.exec_driver_sql(
+                self._sql("DELETE FROM trading_state WHERE scope = ? AND key = ?"), deletes
+            )
+        if upserts:
+            connection.exec_driver_sql(
+                self._sql(
+                    "INSERT INTO trading_state (scope, key, account, value) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
+                ),
+                upserts,
+            )
+
+    def trading_state(
+        self, accounts: Sequence[str] | None = None, order_ids: Sequence[str] = ()
+    ) -> TradingState:
+        """The stored trading state: all of it, or the ledger-wide rows and those of
+        ``accounts`` and ``order_ids``."""
+        with self.read() as connection:
+            if accounts is not None:
+                return self._load_trading(connection, accounts, set(order_ids))
+            state = TradingState()
+            state.load_rows(
+                connection.exec_driver_sql("SELECT scope, key, value FROM trading_state").all()
+            )
+            return state
+
+    def balances_of(self, accounts: Sequence[str]) -> dict[tuple[str, str], int]:
+        """Every balance (all assets) of ``accounts``."""
+        if not accounts:
+            return {}
+        with self.read() as connection:
+            clause, params = self._in("account", accounts)
+            rows = connection.exec_driver_sql(
+                f"SELECT account, asset, balance FROM balances WHERE {clause}", params
+            ).all()
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def position_accounts(self) -> list[str]:
+        """Accounts holding a perp or option position."""
+        with self.read() as connection:
+            rows = connection.exec_driver_sql(
+                f"SELECT DISTINCT account FROM trading_state WHERE scope = '{SCOPE_POSITION}'"
+            ).all()
+        return sorted(r[0] for r in rows if not r[0].startswith("system:"))
+
+    def holders(self, assets: Sequence[str]) -> list[str]:
+        """Accounts with a non-zero balance of any of ``assets``."""
+        if not assets:
+            return []
+        with self.read() as connection:
+            clause, params = self._in("asset", assets)
+            rows = connection.exec_driver_sql(
+                f"SELECT DISTINCT account FROM balances WHERE {clause} AND balance <> 0", params
+            ).all()
+        return sorted(r[0] for r in rows)
 
     def _check_reversals(self, connection: Connection, fresh: Sequence[TxRequest]) -> None:
         """Under the write lock, so two concurrent reversals of one transaction cannot both

@@ -147,6 +147,50 @@ class Wallet:
         }
         return self.sign_action(action, message, domain)
 
+    def order(
+        self,
+        account: str,
+        market: str,
+        side: str,
+        size: int,
+        limit_price: int,
+        domain: snip12.Domain,
+        nonce: int | None = None,
+        expiry: int | None = None,
+    ) -> dict[str, Any]:
+        """Sign an order: buy or sell up to ``size`` (size units) of ``market`` for
+        ``account`` at ``limit_price`` (USDC base units per whole unit) or better."""
+        message = {
+            "account": canonical_account(account),
+            "market": market,
+            "side": side,
+            "size": str(size),
+            "limit_price": str(limit_price),
+            "nonce": str(nonce_or_default(nonce)),
+            "expiry": str(expiry_or_default(expiry)),
+        }
+        return self.sign_action("order", message, domain)
+
+    def set_margin_mode(
+        self,
+        account: str,
+        mode: str,
+        leverage: int,
+        domain: snip12.Domain,
+        nonce: int | None = None,
+        expiry: int | None = None,
+    ) -> dict[str, Any]:
+        """Sign a change of ``account``'s margin mode (cross, isolated, portfolio) and the
+        leverage it uses for perps."""
+        message = {
+            "account": canonical_account(account),
+            "mode": mode,
+            "leverage": str(leverage),
+            "nonce": str(nonce_or_default(nonce)),
+            "expiry": str(expiry_or_default(expiry)),
+        }
+        return self.sign_action("set_margin_mode", message, domain)
+
     def onboarding(self, domain: snip12.Domain) -> dict[str, Any]:
         """The onboarding envelope: each key signs the other's identity."""
         l1 = eip712.onboarding_message(
