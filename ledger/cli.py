@@ -70,7 +70,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_deposit(args: argparse.Namespace) -> int:
     with open_ledger(args, operator=True) as book:
-        show_receipt(book.deposit(args.account, args.amount, key=args.key), args.json)
+        receipt = book.deposit(args.account, args.amount, key=args.key, asset=args.asset)
+        show_receipt(receipt, args.json, book.assets())
     return 0
 
 
@@ -322,12 +323,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             Path("ledger-demo.db" + suffix).unlink(missing_ok=True)
     else:
         _refuse_non_empty(url)
-    book = Ledger.init(url, operator=DEMO_OPERATOR, clock=SyntheticClock())
+    clock = SyntheticClock()
+    book = Ledger.init(url, operator=DEMO_OPERATOR, clock=clock)
     with book:
         summary = run_demo(
             book,
             DemoConfig(args.accounts, args.transactions, args.seed),
             lambda message: print(message, file=sys.stderr),
+            clock.advance,
         )
     if args.json:
         print_json(summary)
@@ -402,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("deposit", cmd_deposit, "credit USDC arriving from outside (operator-signed)")
     sub.add_argument("account")
     sub.add_argument("amount", help="decimal USDC, e.g. 100.25")
+    sub.add_argument("--asset", default=USDC.code, help="USDC, or a spot base asset (BTC)")
     write_flags(sub)
     sub = command("withdraw", cmd_withdraw, "debit USDC leaving the venue (owner-signed)")
     sub.add_argument("account")

@@ -16,6 +16,8 @@ from ledger.core import operations
 from ledger.core.amounts import USDC, format_amount
 from ledger.core.encoding import sha256
 from ledger.core.journal import TxRequest
+from ledger.demo_trading import TradingSession
+from ledger.demo_trading import summary as trading_summary
 from ledger.errors import InsufficientFunds, UnknownAccount
 from ledger.ledger import Ledger
 from ledger.wallet import Wallet
@@ -24,6 +26,7 @@ EPOCH_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 EXPIRY_S = EPOCH_US // 1_000_000 + 365 * 86_400  # actions stay valid for the whole demo
 BATCH = 100
 BLOCK_EVERY = 500
+TRADERS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +52,19 @@ class DemoStats:
 
 
 class SyntheticClock:
-    """Deterministic microsecond clock: one millisecond per reading."""
+    """Deterministic microsecond clock: one millisecond per reading, plus any jumps."""
 
     def __init__(self) -> None:
         self.ticks = 0
+        self.offset_us = 0
 
     def __call__(self) -> int:
         self.ticks += 1
-        return EPOCH_US + self.ticks * 1_000
+        return EPOCH_US + self.ticks * 1_000 + self.offset_us
+
+    def advance(self, us: int) -> None:
+        """Jump ahead (price ticks 10 s apart, an option expiry the next day)."""
+        self.offset_us += us
 
 
 def demo_wallet(name: str) -> Wallet:
@@ -172,9 +180,14 @@ class _Workload:
 
 
 def run_demo(
-    book: Ledger, config: DemoConfig, progress: Callable[[str], None] = lambda _: None
+    book: Ledger,
+    config: DemoConfig,
+    progress: Callable[[str], None] = lambda _: None,
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the workload on an empty ledger; return the summary (audit included)."""
+    """Run the workload on an empty ledger; return the summary (audit included).
+    ``advance`` jumps the ledger's clock (the trading session needs time to pass); without
+    it the trading session is skipped."""
     stats = DemoStats()
     work = _Workload(book, config, stats)
     started = time.perf_counter()
@@ -185,6 +198,11 @@ def run_demo(
         work.step()
     work.flush()
     work.retry_one()
+    trading = None
+    if advance is not None and config.accounts >= TRADERS:
+        progress("trading: prices, funding, spot/perp/option fills, an expiry, a liquidation")
+        traders = [work.wallets[a] for a in work.users[:TRADERS]]
+        trading = TradingSession(book, traders, advance, EXPIRY_S).run()
     if work.since_seal:
         book.seal()
         stats.blocks += 1
@@ -196,6 +214,7 @@ def run_demo(
     valid, _ = proof.verify()
     header = book.block()
     return {
+        **(trading_summary(trading) if trading is not None else {}),
         "transactions": stats.committed,
         "by_kind": dict(sorted(stats.kinds.items())),
         "rejected_as_expected": stats.rejected,

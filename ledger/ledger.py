@@ -170,9 +170,15 @@ class Ledger(Venue):
         *,
         key: str | None = None,
         metadata: Mapping[str, object] | None = None,
+        asset: str = USDC.code,
     ) -> Receipt:
-        """Credit USDC arriving from outside the venue (operator-signed)."""
-        return self.system(operations.deposit(account, _units(amount), _key(key), metadata))
+        """Credit USDC (or a listed spot asset such as BTC) arriving from outside the venue
+        (operator-signed)."""
+        kind = self._asset(asset)
+        if kind.signed:
+            raise NotFound(f"{asset} is a position, not an asset that can be deposited")
+        units = parse_amount(amount, kind) if isinstance(amount, str) else amount
+        return self.system(operations.deposit(account, units, _key(key), metadata, kind))
 
     def onboard(self, wallet: Wallet) -> Receipt:
         """Record ``wallet``'s onboarding (it signs; the ledger verifies)."""

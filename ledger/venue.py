@@ -23,7 +23,7 @@ from ledger.margin.config import MarginConfig, default_config_text, load_config_
 from ledger.store.sql import Receipt, SqlStore
 from ledger.trading.liquidation_price import liquidation_prices
 from ledger.trading.settlement import expiring
-from ledger.trading.state import TradingState
+from ledger.trading.state import MAX_LEVERAGE, TradingState
 from ledger.trading.valuation import AccountSummary, listed_instrument, summarize
 from ledger.trading.whatif import Hypothetical, parse_trade, simulate
 from ledger.wallet.signer import Wallet
@@ -153,7 +153,7 @@ class Venue:
         self,
         account: str,
         mode: str,
-        leverage: int = 1,
+        leverage: int = MAX_LEVERAGE,
         *,
         wallet: Wallet,
         nonce: int | None = None,

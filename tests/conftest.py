@@ -39,7 +39,8 @@ ALICE = ALICE_WALLET.address
 BOB = BOB_WALLET.address
 CAROL = CAROL_WALLET.address
 WALLETS = {ALICE: ALICE_WALLET, BOB: BOB_WALLET, CAROL: CAROL_WALLET}
-# Genesis (the operator key) and the three onboardings come first in every `book`.
+# Genesis (the operator key), the instrument listing and the three onboardings come first
+# in every `book`.
 FIRST_SEQ = 6
 
 

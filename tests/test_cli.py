@@ -1490,8 +1490,12 @@ def test_demo_is_deterministic(
         summary = _summary(out)
         assert summary["audit_ok"] == "True" and summary["proof_valid"] == "True"
         assert summary["audit_message"] == "intact"
-        # Genesis, one onboarding per account, then the committed transactions.
-        assert int(summary["head_seq"]) == 2 + 10 + int(summary["transactions"])
+        # Genesis and the listing, one onboarding per account, the committed payments, then
+        # the trading session (prices, fills, an expiry, a liquidation).
+        trading = int(summary["trading_transactions"])
+        assert int(summary["head_seq"]) == 2 + 10 + int(summary["transactions"]) + trading
+        assert int(summary["fills"]) > 0 and int(summary["liquidations"]) >= 1
+        assert int(summary["settlements"]) == 1
         assert int(summary["transactions"]) + int(summary["rejected_as_expected"]) == 200
         runs.append(summary)
     assert (tmp_path / "ledger-demo.db").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ledger.core.accounts import BRIDGE, is_system
-from ledger.core.amounts import USDC, check_amount
+from ledger.core.amounts import USDC, Asset, check_amount
 from ledger.core.journal import (
     Posting,
     TxKind,
@@ -32,15 +32,20 @@ def _user_account(account: str, role: str) -> str:
 
 
 def deposit(
-    account: str, amount: int, key: str, metadata: Mapping[str, object] | None = None
+    account: str,
+    amount: int,
+    key: str,
+    metadata: Mapping[str, object] | None = None,
+    asset: Asset = USDC,
 ) -> TxRequest:
-    """Credit ``account`` with USDC arriving from outside (``system:bridge``)."""
+    """Credit ``account`` with ``asset`` arriving from outside (``system:bridge``): USDC,
+    or the base asset of a listed spot pair."""
     target = _user_account(account, "deposit account")
-    units = check_amount(amount, USDC)
+    units = check_amount(amount, asset)
     return make_request(
         TxKind.DEPOSIT.value,
         key,
-        (Posting(BRIDGE, USDC.code, -units), Posting(target, USDC.code, units)),
+        (Posting(BRIDGE, asset.code, -units), Posting(target, asset.code, units)),
         metadata,
     )
 

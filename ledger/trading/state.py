@@ -129,14 +129,16 @@ class TradingState:
         return config.instrument(name)
 
     def market(self, name: str) -> Market:
+        """The published data of ``name`` (empty if none yet; not stored by reading)."""
+        return self.markets.get(name) or Market()
+
+    def touch_market(self, name: str) -> Market:
+        """The stored market record of ``name``, to change in place (marked dirty)."""
+        self.dirty.add((SCOPE_MARKET, name))
         market = self.markets.get(name)
         if market is None:
             market = self.markets[name] = Market()
         return market
-
-    def touch_market(self, name: str) -> Market:
-        self.dirty.add((SCOPE_MARKET, name))
-        return self.market(name)
 
     def holdings(self, account: str) -> set[str]:
         """Instruments (perps and options) the account holds a position in."""

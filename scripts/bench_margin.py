@@ -1,0 +1,531 @@
+"""Margin-check latency and fill throughput, next to the targets of the issue.
+
+Prints one JSON object:
+
+* ``margin_check_us``: latency (p50/p99/mean, microseconds) of
+  :func:`ledger.trading.valuation.summarize` for one account holding 1, 10, 100, 1000 positions
+  (BTC and ETH perps, then options at many strikes and expiries, long and short), in cross and
+  in portfolio mode, plus an account of exactly 100 options (the target's case). Each case is
+  timed for a budget of wall time (``--check-budget-s``) between ``--min-iterations`` and
+  ``--max-iterations`` calls; ``iterations`` says how many were taken (few iterations make
+  p99 ~ the maximum);
+* ``fills_per_s``: the journal engine (``SqlStore.append``) on batches of fills whose operator
+  and order signatures were verified beforehand (``envelopes.auth_of``, outside the timed
+  region, like the ``authenticated`` transfers of bench_ledger.py): fill planning, both
+  accounts margin-checked before and after, hash chain, SQL writes, durable commit, on a
+  SQLite file; cross and portfolio mode;
+* ``fills_per_s_with_signatures``: ``Ledger.submit`` of operator-signed fills in smaller
+  batches: the same plus the operator's EIP-712 signature recovered for every fill (order
+  signatures are cached per order, and were verified already when this runs);
+* ``targets``: the issue's targets next to the measurements;
+* ``profile``: a cProfile of one more batch per mode: the top ledger functions by cumulative
+  time and ``bound_by``, the largest share of the batch.
+
+Usage: python scripts/bench_margin.py [--quick] [--positions 1,10,100,1000] [--batches N] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import json
+import math
+import os
+import platform
+import pstats
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ledger
+from ledger import Ledger
+from ledger.core import envelopes, operations
+from ledger.core.encoding import sha256
+from ledger.core.journal import TxKind, TxRequest, make_request
+from ledger.margin import black76
+from ledger.margin.config import default_config_text
+from ledger.margin.positions import OptionKind
+from ledger.trading.state import (
+    CROSS,
+    MAX_LEVERAGE,
+    PORTFOLIO,
+    AccountMode,
+    Market,
+    Position,
+    TradingState,
+)
+from ledger.trading.valuation import AccountSummary, summarize
+from ledger.wallet import Wallet
+
+SEED = 11
+USD = 10**6  # USDC base units per USDC
+SIZE_SCALE = 10**8  # size units per BTC / ETH (default listing)
+SIZE_STEP = 100_000
+TICK = 10_000
+UNDERLYINGS = {"BTC": (70_000, 1_000), "ETH": (3_500, 50)}  # index (USD), strike spacing (USD)
+EXPIRY_DAYS = (7, 14, 30, 60, 90, 180, 270, 365)
+STRIKE_OFFSETS = range(-20, 21)
+FUNDING = 10**13  # USDC base units deposited per account (10 million USDC)
+ORDER_SIZE = 10**15  # size units: every order backs all the fills of the run
+BUY_LIMIT = 10**15  # USDC base units: far above any price
+ORDER_EXPIRY = 2**40  # unix seconds, far future: expiry is not what this measures
+ACCOUNT = "0xbench"
+TARGETS = {
+    "cross_p99_us_at_100_options": 200,
+    "portfolio_p99_us_at_100_options": 2_000,
+    "fills_per_s_cross": 20_000,
+    "fills_per_s_portfolio": 5_000,
+}
+LEDGER_DIR = str(Path(ledger.__file__).resolve().parent)
+OPERATOR = Wallet(sha256(b"bench-margin-operator").digest())
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# ---------------------------------------------------------------------- instruments
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    name: str
+    underlying: str
+    kind: OptionKind
+    strike_usd: int
+    days: int
+    iv: str
+
+
+def option_universe(seed: int = SEED) -> list[OptionSpec]:
+    """Options on BTC and ETH at 41 strikes, 8 expiries (7 days to a year from today, so
+    always in the future), calls and puts, in a seeded random order: any prefix mixes
+    strikes, expiries, kinds and underlyings."""
+    today = dt.datetime.now(dt.UTC).date()
+    out = []
+    for underlying, (index, spacing) in UNDERLYINGS.items():
+        for offset in STRIKE_OFFSETS:
+            strike = index + offset * spacing
+            for days in EXPIRY_DAYS:
+                date = (today + dt.timedelta(days=days)).strftime("%Y%m%d")
+                iv = f"{0.45 + 0.005 * abs(offset):.3f}"  # a smile
+                kinds: tuple[tuple[OptionKind, str], ...] = (("call", "C"), ("put", "P"))
+                for kind, letter in kinds:
+                    name = f"{underlying}-USD-{date}-{strike}-{letter}"
+                    out.append(OptionSpec(name, underlying, kind, strike, days, iv))
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def option_mark(spec: OptionSpec) -> int:
+    """Black-76 value at the index and the option's IV, in base units on the tick."""
+    index = UNDERLYINGS[spec.underlying][0]
+    value = black76.price(spec.kind, index, spec.strike_usd, spec.days / 365, float(spec.iv))
+    return max(TICK, round(value * USD / TICK) * TICK)
+
+
+def perp_name(underlying: str) -> str:
+    return f"{underlying}-USD-PERP"
+
+
+def market_data(options: Sequence[OptionSpec]) -> dict[str, Market]:
+    markets: dict[str, Market] = {}
+    for underlying, (index, _) in UNDERLYINGS.items():
+        markets[underlying] = Market(index=index * USD)
+        # a funding index away from the positions' snapshots: accrual is computed
+        markets[perp_name(underlying)] = Market(mark=index * USD, funding_index=123_456_789)
+    for spec in options:
+        markets[spec.name] = Market(mark=option_mark(spec), iv=spec.iv)
+    return markets
+
+
+# ---------------------------------------------------------------------- 1. margin check
+def account_state(
+    positions: int, mode: str, options: Sequence[OptionSpec], perps: bool = True
+) -> tuple[TradingState, dict[tuple[str, str], int]]:
+    """A TradingState and balances of one account holding ``positions`` positions: the BTC
+    and ETH perps first (if ``perps``), then options from ``options``, long and short."""
+    names: list[tuple[str, int]] = []
+    if perps:
+        names += [(perp_name("BTC"), 50_000_000), (perp_name("ETH"), -500_000_000)]
+    for i, spec in enumerate(options[: max(0, positions - len(names))]):
+        size = (1 + i % 5) * 10 * SIZE_STEP * (1 if i % 3 else -1)
+        names.append((spec.name, size))
+    names = names[:positions]
+    state = TradingState(config_text=default_config_text(), markets=market_data(options))
+    balances = {(ACCOUNT, "USDC"): FUNDING}
+    for name, size in names:
+        mark = state.markets[name].mark
+        state.set_position(ACCOUNT, name, Position(size * mark // SIZE_SCALE, 0))
+        balances[(ACCOUNT, name)] = size
+    state.set_mode(ACCOUNT, AccountMode(mode, MAX_LEVERAGE))
+    state.dirty.clear()
+    return state, balances
+
+
+def margin_check(
+    state: TradingState, balances: dict[tuple[str, str], int], now: int
+) -> Callable[[], AccountSummary]:
+    """One margin check of the account, as the fill rules run it (a fresh lookup each)."""
+
+    def check() -> AccountSummary:
+        return summarize(ACCOUNT, lambda a, s: balances.get((a, s), 0), state, now)
+
+    return check
+
+
+def percentile(sorted_ns: Sequence[int], q: float) -> float:
+    """Nearest-rank percentile, in microseconds."""
+    rank = max(1, math.ceil(q * len(sorted_ns)))
+    return sorted_ns[rank - 1] / 1000
+
+
+def latency(
+    call: Callable[[], object], budget_s: float, min_iterations: int, max_iterations: int
+) -> dict[str, Any]:
+    """p50/p99/mean of ``call`` over as many calls as fit ``budget_s`` (within the bounds)."""
+    call()  # warm the caches (listing, instrument names)
+    started = time.perf_counter_ns()
+    call()
+    one = max(1, time.perf_counter_ns() - started)
+    iterations = max(min_iterations, min(max_iterations, int(budget_s * 1e9 // one)))
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter_ns()
+        call()
+        samples.append(time.perf_counter_ns() - started)
+    samples.sort()
+    return {
+        "p50_us": round(percentile(samples, 0.50), 1),
+        "p99_us": round(percentile(samples, 0.99), 1),
+        "mean_us": round(sum(samples) / len(samples) / 1000, 1),
+        "iterations": iterations,
+        "capped_by_budget": iterations < max_iterations,
+    }
+
+
+def margin_check_latency(args: argparse.Namespace) -> dict[str, Any]:
+    universe = option_universe()
+    cases: list[tuple[str, int, bool]] = [(str(n), n, True) for n in args.positions]
+    cases.append(("100_options", 100, False))
+    now = now_us()
+    out: dict[str, Any] = {}
+    for mode in (CROSS, PORTFOLIO):
+        per_mode: dict[str, Any] = {}
+        for label, count, perps in cases:
+            check = margin_check(*account_state(count, mode, universe, perps), now)
+            summary = check()
+            assert len(summary.positions) == count, (label, len(summary.positions))
+            result = latency(check, args.check_budget_s, args.min_iterations, args.max_iterations)
+            result["positions"] = count
+            result["options"] = sum(1 for p in summary.positions if p.kind == "option")
+            per_mode[label] = result
+        out[mode] = per_mode
+    return out
+
+
+# ---------------------------------------------------------------------- 2. fills
+@dataclass(frozen=True, slots=True)
+class Workload:
+    wallets: list[Wallet]
+    markets: list[str]  # perps, then options
+    prices: dict[str, int]  # fill price per market (its mark)
+    orders: dict[tuple[int, str, str], dict[str, Any]]  # (wallet, market, side) -> envelope
+    options: list[OptionSpec]
+
+
+def make_workload(accounts: int, option_markets: int, domain: Any) -> Workload:
+    """Wallets and their pre-signed orders: one buy and one sell per account and market,
+    each large enough to back every fill of the run."""
+    wallets = [Wallet(sha256(b"bench-margin-%d" % i).digest()) for i in range(accounts)]
+    universe = option_universe()
+    # near-the-money options with at least two weeks to run
+    options = [o for o in universe if abs(o.strike_usd / UNDERLYINGS[o.underlying][0] - 1) < 0.1]
+    options = [o for o in options if o.days >= 14][:option_markets]
+    markets = [perp_name(u) for u in UNDERLYINGS] + [o.name for o in options]
+    data = market_data(options)
+    prices = {name: data[name].mark for name in markets}
+    orders = {}
+    for i, wallet in enumerate(wallets):
+        for m, market in enumerate(markets):
+            for s, (side, limit) in enumerate((("buy", BUY_LIMIT), ("sell", TICK))):
+                signed = wallet.order(
+                    wallet.address,
+                    market,
+                    side,
+                    ORDER_SIZE,
+                    limit,
+                    domain,
+                    1000 + 2 * m + s,
+                    ORDER_EXPIRY,
+                )
+                # the canonical form a fill carries (as Venue.fill stores it)
+                orders[(i, market, side)] = envelopes.parse_action(signed, domain).envelope
+    return Workload(wallets, markets, prices, orders, options)
+
+
+def funded_ledger(url: str, work: Workload, mode: str) -> Ledger:
+    """Genesis and listing, every wallet onboarded, funded, in ``mode``; prices published."""
+    book = Ledger.init(url, operator=OPERATOR)
+    book.submit([book.request_for(w.onboarding(book.domain)) for w in work.wallets])
+    deposits = [operations.deposit(w.address, FUNDING, f"fund-{w.address}") for w in work.wallets]
+    book.submit([OPERATOR.sign_system(d) for d in deposits])
+    if mode != CROSS:
+        book.submit(
+            [
+                book.request_for(
+                    w.set_margin_mode(w.address, mode, MAX_LEVERAGE, book.domain, 1, ORDER_EXPIRY)
+                )
+                for w in work.wallets
+            ]
+        )
+    prices: dict[str, dict[str, int | str]] = {
+        u: {"index": index * USD} for u, (index, _) in UNDERLYINGS.items()
+    }
+    for market in work.markets:
+        prices[market] = {"mark": work.prices[market]}
+    for spec in work.options:
+        prices[spec.name]["iv"] = spec.iv
+    book.publish_prices(prices)
+    return book
+
+
+def fill_requests(
+    book: Ledger, work: Workload, rng: random.Random, count: int, prefix: str
+) -> list[TxRequest]:
+    """Operator-signed fills between random pairs of accounts on random markets, built as
+    Venue.fill builds them (without auth: Ledger.submit derives it)."""
+    requests = []
+    for i in range(count):
+        market = rng.choice(work.markets)
+        buyer, seller = rng.sample(range(len(work.wallets)), 2)
+        meta = {
+            "market": market,
+            "price": work.prices[market],
+            "size": SIZE_STEP * rng.randint(1, 10),
+            "maker": "sell",
+            "buy": work.orders[(buyer, market, "buy")],
+            "sell": work.orders[(seller, market, "sell")],
+        }
+        request = make_request(TxKind.FILL.value, f"{prefix}/{i}", (), meta)
+        requests.append(book.operator_signed(request)._replace(auth=None))
+    return requests
+
+
+def authenticated(book: Ledger, requests: Sequence[TxRequest]) -> list[TxRequest]:
+    """The requests with the Auth that signature verification derives (auth_of)."""
+    return [r._replace(auth=envelopes.auth_of(r, book.domain, book.l1_chain_id)) for r in requests]
+
+
+def profile_batch(book: Ledger, requests: Sequence[TxRequest], top: int) -> dict[str, Any]:
+    """cProfile one append: top ledger functions by cumulative time, and what bounds it."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    book.store.append(requests, book.clock())
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = max(
+        (cum for (file, _, name), (_, _, _, cum, _) in raw.items() if name == "append"),
+        default=stats.total_tt,  # type: ignore[attr-defined]
+    )
+
+    def label(file: str, line: int, name: str) -> str:
+        return f"{os.path.relpath(file, os.path.dirname(LEDGER_DIR))}:{line}({name})"
+
+    ours = sorted(
+        (
+            (cum, ncalls, label(file, line, name))
+            for (file, line, name), (_, ncalls, _, cum, _) in raw.items()
+            if file.startswith(LEDGER_DIR) and name != "append"
+        ),
+        reverse=True,
+    )
+    by_name = {
+        (os.path.basename(file), name): (cum, ncalls)
+        for (file, _, name), (_, ncalls, _, cum, _) in raw.items()
+        if file.startswith(LEDGER_DIR)
+    }
+
+    def share(*keys: tuple[str, str]) -> float:
+        return round(sum(by_name.get(k, (0.0, 0))[0] for k in keys) / total, 3)
+
+    parts = {
+        "margin_check (valuation.summarize)": share(("valuation.py", "summarize")),
+        "fill planning (fills.plan_fill)": share(("fills.py", "plan_fill")),
+        "sql writes (_insert, _save_trading, _save_auth_state)": share(
+            ("sql.py", "_insert"), ("sql.py", "_save_trading"), ("sql.py", "_save_auth_state")
+        ),
+        "sql reads (_resolve_keys, _lock_accounts, _load_trading, _auth_state)": share(
+            ("sql.py", "_resolve_keys"),
+            ("sql.py", "_lock_accounts"),
+            ("sql.py", "_load_trading"),
+            ("sql.py", "_auth_state"),
+        ),
+        "hash chain (journal.encode_tx, chain_hash)": share(
+            ("journal.py", "encode_tx"), ("journal.py", "chain_hash")
+        ),
+    }
+    worst = max(parts, key=lambda k: parts[k])
+    summaries = by_name.get(("valuation.py", "summarize"), (0.0, 0))[1]
+    return {
+        "batch_ms_under_profiler": round(total * 1000, 1),
+        "top_ledger_functions_by_cumulative": [
+            {
+                "function": name,
+                "cumulative_ms": round(cum * 1000, 1),
+                "share": round(cum / total, 3),
+                "calls": calls,
+            }
+            for cum, calls, name in ours[:top]
+        ],
+        "shares": parts,
+        "summaries_per_fill": round(summaries / len(requests), 2),
+        "bound_by": f"{worst}: {parts[worst]:.0%} of the batch",
+    }
+
+
+def fill_throughput(
+    directory: str, work: Workload, mode: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    book = funded_ledger(f"sqlite:///{directory}/fills-{mode}.db", work, mode)
+    rng = random.Random(SEED)
+    prepared = time.perf_counter()
+    batches = [
+        fill_requests(book, work, rng, args.batch, f"bench-fill/{mode}/{b}")
+        for b in range(args.batches + 1)
+    ]
+    signing_s = time.perf_counter() - prepared
+    verified_at = time.perf_counter()
+    batches = [authenticated(book, batch) for batch in batches]
+    verify_s = time.perf_counter() - verified_at
+    prepared_fills = sum(len(batch) for batch in batches)
+    profiled = batches.pop()
+    base = book.store.head().seq
+    times = []
+    for batch in batches:
+        started = time.perf_counter_ns()
+        book.store.append(batch, book.clock())
+        times.append(time.perf_counter_ns() - started)
+    fills = args.batch * len(batches)
+    assert book.store.head().seq == base + fills
+    result: dict[str, Any] = {
+        "fills": fills,
+        "batch": args.batch,
+        "fills_per_s": round(fills / (sum(times) / 1e9)),
+        "batch_ms": {"min": round(min(times) / 1e6, 1), "max": round(max(times) / 1e6, 1)},
+        "accounts": len(work.wallets),
+        "markets": len(work.markets),
+        "prep_operator_sign_us_per_fill": round(signing_s * 1e6 / prepared_fills, 1),
+        "prep_auth_of_us_per_fill": round(verify_s * 1e6 / prepared_fills, 1),
+    }
+    result["profile"] = profile_batch(book, profiled, args.top)
+    # end to end with the operator signature of every fill verified (Ledger.submit)
+    submitted = fill_requests(book, work, rng, args.submit_fills, f"bench-submit/{mode}")
+    started_s = time.perf_counter()
+    for start in range(0, len(submitted), args.submit_batch):
+        book.submit(submitted[start : start + args.submit_batch])
+    elapsed = time.perf_counter() - started_s
+    result["with_signatures"] = {
+        "fills": len(submitted),
+        "batch": args.submit_batch,
+        "fills_per_s": round(len(submitted) / elapsed),
+    }
+    holdings = book.store.trading_state(None).by_account
+    result["positions_per_account_at_end"] = round(
+        sum(len(holdings.get(w.address, ())) for w in work.wallets) / len(work.wallets), 1
+    )
+    book.close()
+    return result
+
+
+# ---------------------------------------------------------------------- main
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI): < 60 s")
+    parser.add_argument("--positions", help="comma-separated position counts (1,10,100,1000)")
+    parser.add_argument("--check-budget-s", type=float, help="wall time per latency case")
+    parser.add_argument("--min-iterations", type=int, help="calls per latency case, at least")
+    parser.add_argument("--max-iterations", type=int, help="calls per latency case, at most")
+    parser.add_argument("--accounts", type=int, help="trading accounts in the fill benchmark")
+    parser.add_argument("--option-markets", type=int, help="option markets traded (plus 2 perps)")
+    parser.add_argument("--batch", type=int, default=1000, help="fills per append batch")
+    parser.add_argument("--batches", type=int, help="timed append batches per mode")
+    parser.add_argument("--submit-fills", type=int, help="fills through Ledger.submit per mode")
+    parser.add_argument("--submit-batch", type=int, default=100, help="fills per submit batch")
+    parser.add_argument("--top", type=int, default=5, help="ledger functions in the profile")
+    parser.add_argument("--skip-fills", action="store_true", help="margin-check latency only")
+    args = parser.parse_args()
+    defaults: dict[str, Any] = {
+        "positions": "1,10,100,1000",
+        "check_budget_s": 0.15 if args.quick else 2.0,
+        "min_iterations": 3 if args.quick else 10,
+        "max_iterations": 300 if args.quick else 5000,
+        "accounts": 16 if args.quick else 40,
+        "option_markets": 4 if args.quick else 6,
+        "batches": 1 if args.quick else 10,
+        "submit_fills": 100 if args.quick else 1000,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.positions = [int(n) for n in str(args.positions).split(",") if n]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+    }
+    checks = margin_check_latency(args)
+    result["margin_check_us"] = checks
+    measured: dict[str, Any] = {
+        "cross_p99_us_at_100_options": checks[CROSS]["100_options"]["p99_us"],
+        "portfolio_p99_us_at_100_options": checks[PORTFOLIO]["100_options"]["p99_us"],
+    }
+    if not args.skip_fills:
+        from ledger.core import genesis
+
+        domain = genesis.l2_domain(genesis.DEFAULT_L2_CHAIN_ID)
+        work = make_workload(args.accounts, args.option_markets, domain)
+        fills: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory() as directory:
+            for mode in (CROSS, PORTFOLIO):
+                fills[mode] = fill_throughput(directory, work, mode, args)
+        result["fills_per_s"] = {"sqlite": {m: r["fills_per_s"] for m, r in fills.items()}}
+        result["fills_per_s_with_signatures"] = {
+            "sqlite": {m: r["with_signatures"]["fills_per_s"] for m, r in fills.items()},
+            "batch": args.submit_batch,
+        }
+        result["fills"] = {
+            m: {k: v for k, v in r.items() if k != "profile"} for m, r in fills.items()
+        }
+        result["profile"] = {m: r["profile"] for m, r in fills.items()}
+        result["bound_by"] = {m: r["profile"]["bound_by"] for m, r in fills.items()}
+        measured["fills_per_s_cross"] = fills[CROSS]["fills_per_s"]
+        measured["fills_per_s_portfolio"] = fills[PORTFOLIO]["fills_per_s"]
+    targets = {}
+    for name, target in TARGETS.items():
+        if name not in measured:
+            continue
+        value = measured[name]
+        met = value <= target if name.endswith("_us_at_100_options") else value >= target
+        targets[name] = {"target": target, "measured": value, "met": met}
+    result["targets"] = targets
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
