@@ -125,12 +125,23 @@ class TradingSession:
         self.trade(maker, carol, CALL, "0.5", "400")  # carol's call is covered by her spot
         self.trade(dave, maker, PUT, "1", "350")
         self.trade(maker, dave, PERP, "1", "70000")  # dave: long put + short perp
-        book.set_margin_mode(dave.address, "portfolio", wallet=dave, nonce=self._next_nonce())
+        book.set_margin_mode(
+            dave.address, "portfolio", wallet=dave, nonce=self._next_nonce(), expiry=self.expiry_s
+        )
         self._count("account_setting")
         isolated = f"{erin.address}:btc-perp"
-        book.transfer(erin.address, isolated, "3000", wallet=erin, nonce=self._next_nonce())
+        book.transfer(
+            erin.address,
+            isolated,
+            "3000",
+            wallet=erin,
+            nonce=self._next_nonce(),
+            expiry=self.expiry_s,
+        )
         self._count("transfer")
-        book.set_margin_mode(isolated, "isolated", wallet=erin, nonce=self._next_nonce())
+        book.set_margin_mode(
+            isolated, "isolated", wallet=erin, nonce=self._next_nonce(), expiry=self.expiry_s
+        )
         self._count("account_setting")
         self.trade(erin, maker, PERP, "1.5", "70000", buy_account=isolated)
         try:  # over-leveraged: the margin check refuses it and writes nothing

@@ -170,11 +170,12 @@ def account_state(
 
 def margin_check(
     state: TradingState, balances: dict[tuple[str, str], int], now: int
-) -> Callable[[], AccountSummary]:
-    """One margin check of the account, as the fill rules run it (a fresh lookup each)."""
+) -> Callable[[int], AccountSummary]:
+    """Margin check ``i`` of the account, as the fill rules run it: a fresh balance lookup,
+    and a clock ``i`` microseconds later each time (no result can be reused from the last)."""
 
-    def check() -> AccountSummary:
-        return summarize(ACCOUNT, lambda a, s: balances.get((a, s), 0), state, now)
+    def check(i: int) -> AccountSummary:
+        return summarize(ACCOUNT, lambda a, s: balances.get((a, s), 0), state, now + i)
 
     return check
 
@@ -186,18 +187,18 @@ def percentile(sorted_ns: Sequence[int], q: float) -> float:
 
 
 def latency(
-    call: Callable[[], object], budget_s: float, min_iterations: int, max_iterations: int
+    call: Callable[[int], object], budget_s: float, min_iterations: int, max_iterations: int
 ) -> dict[str, Any]:
-    """p50/p99/mean of ``call`` over as many calls as fit ``budget_s`` (within the bounds)."""
-    call()  # warm the caches (listing, instrument names)
+    """p50/p99/mean of ``call(i)`` over as many calls as fit ``budget_s`` (within the
+    bounds), after one untimed call that warms the caches (listing, instrument names)."""
     started = time.perf_counter_ns()
-    call()
+    call(0)
     one = max(1, time.perf_counter_ns() - started)
     iterations = max(min_iterations, min(max_iterations, int(budget_s * 1e9 // one)))
     samples = []
-    for _ in range(iterations):
+    for i in range(1, iterations + 1):
         started = time.perf_counter_ns()
-        call()
+        call(i)
         samples.append(time.perf_counter_ns() - started)
     samples.sort()
     return {
@@ -219,7 +220,7 @@ def margin_check_latency(args: argparse.Namespace) -> dict[str, Any]:
         per_mode: dict[str, Any] = {}
         for label, count, perps in cases:
             check = margin_check(*account_state(count, mode, universe, perps), now)
-            summary = check()
+            summary = check(0)
             assert len(summary.positions) == count, (label, len(summary.positions))
             result = latency(check, args.check_budget_s, args.min_iterations, args.max_iterations)
             result["positions"] = count
