@@ -83,8 +83,14 @@ def shocked_vol(
     """
     p = params if params is not None else PortfolioParams()
     power = p.dte_short_power if dte < p.dte_threshold else p.dte_long_power
-    shock = vol_shock * math.pow(30.0 / max(1.0, dte), float(power))
+    return shocked_vol_at(iv, vol_shock, dte, float(power), float(p.vol_floor_up))
+
+
+def shocked_vol_at(iv: float, vol_shock: float, dte: float, power: float, floor: float) -> float:
+    """:func:`shocked_vol` with the power for this DTE and the up-shock floor as floats
+    (the hot loop of the portfolio SCAN converts them once per book)."""
+    shock = vol_shock * math.pow(30.0 / max(1.0, dte), power)
     shocked = iv * (1.0 + shock)
     if vol_shock > 0:
-        return max(shocked, float(p.vol_floor_up))
+        return max(shocked, floor)
     return max(shocked, 0.0)

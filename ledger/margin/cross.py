@@ -2,8 +2,9 @@
 
 Units (see :mod:`ledger.margin.positions`): sizes in size units (``params.size_scale`` per
 whole unit of the underlying), prices in USDC base units per whole unit, results in USDC
-base units. Intermediate values are exact ``Fraction``; each requirement is rounded UP
-(ceil) once, at the end; credits are rounded DOWN (:func:`floor_units`).
+base units. Intermediate values are exact (integers over the parameters' common
+denominator); each requirement is rounded UP (ceil) once, at the end; credits are rounded
+DOWN (:func:`floor_units`).
 
 Resting orders (open size and open loss) are not covered yet: positions only.
 """
@@ -14,8 +15,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
-from ledger.margin.params import OptionMarginParams, UnderlyingParams
+from ledger.margin.params import OptionMarginParams, PerpParams, UnderlyingParams
 from ledger.margin.positions import OptionPosition, PerpPosition
 
 
@@ -48,54 +50,121 @@ def notional(size: int, price: int, size_scale: int) -> Fraction:
     return Fraction(abs(size) * price, size_scale)
 
 
+# Parameter objects are long-lived and immutable: cache their integer forms by identity
+# (hashing a dataclass of Fractions would cost more than the arithmetic it saves).
+_PERP_RATES: dict[tuple[int, Fraction | int], tuple[PerpParams, tuple[int, int, int]]] = {}
+_OPTION_RATES: dict[int, tuple[OptionMarginParams, _OptionRates]] = {}
+
+
+def _perp_rates(leverage: Fraction | int, pp: PerpParams) -> tuple[int, int, int]:
+    """(IM rate, MM rate, denominator) as integers: the rates include the fee provision."""
+    cached = _PERP_RATES.get((id(pp), leverage))
+    if cached is not None and cached[0] is pp:
+        return cached[1]
+    rates = _compute_perp_rates(leverage, pp)
+    _PERP_RATES[(id(pp), leverage)] = (pp, rates)
+    return rates
+
+
+def _compute_perp_rates(leverage: Fraction | int, pp: PerpParams) -> tuple[int, int, int]:
+    imf_eff = max(Fraction(1) / Fraction(leverage), pp.imf_base)
+    im = imf_eff + pp.taker_fee
+    mm = pp.imf_base / 2 + pp.taker_fee
+    den = math.lcm(im.denominator, mm.denominator)
+    return im.numerator * (den // im.denominator), mm.numerator * (den // mm.denominator), den
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
 def perp_requirement(position: PerpPosition, params: UnderlyingParams) -> Requirement:
     """Perp IMR/MMR.
 
     IMR = |size| x mark x max(1/leverage, IMF_base) + taker x |size| x mark
     MMR = |size| x mark x IMF_base x 0.5 + taker x |size| x mark
+
+    Integer arithmetic over the rates' common denominator: exact, and fast enough to run
+    on every transition.
     """
     if position.leverage <= 0:
         raise ValueError("leverage must be positive")
-    n = notional(position.size, position.mark, params.size_scale)
-    pp = params.perp
-    imf_eff = max(Fraction(1) / Fraction(position.leverage), pp.imf_base)
-    fee = pp.taker_fee * n
-    return Requirement(
-        im=ceil_units(n * imf_eff + fee),
-        mm=ceil_units(n * pp.imf_base / 2 + fee),
-    )
+    im, mm, den = _perp_rates(position.leverage, params.perp)
+    n = abs(position.size) * position.mark
+    scale = params.size_scale * den
+    return Requirement(im=_ceil_div(n * im, scale), mm=_ceil_div(n * mm, scale))
+
+
+class _OptionRates(NamedTuple):
+    """The option parameters as integers over one denominator ``den``."""
+
+    den: int
+    long_im_mark: int
+    long_mm_mark: int
+    long_im_spot: int
+    long_mm_spot: int
+    short_im_spot: int
+    short_mm_spot: int
+    short_im_floor: int
+    short_mm_floor: int
+    short_put_cap_im: int
+    short_put_cap_mm: int
+    fee_rate: int
+    fee_cap: int
+
+
+def _option_rates(op: OptionMarginParams) -> _OptionRates:
+    cached = _OPTION_RATES.get(id(op))
+    if cached is not None and cached[0] is op:
+        return cached[1]
+    rates = _compute_option_rates(op)
+    _OPTION_RATES[id(op)] = (op, rates)
+    return rates
+
+
+def _compute_option_rates(op: OptionMarginParams) -> _OptionRates:
+    names = _OptionRates._fields[1:]
+    values = [getattr(op, name) for name in names]
+    den = math.lcm(*(v.denominator for v in values))
+    return _OptionRates(den, *(v.numerator * (den // v.denominator) for v in values))
+
+
+def _fee_per_unit(mark: int, spot: int, r: _OptionRates) -> int:
+    """min(fee_rate x S, fee_cap x mark), times ``r.den``."""
+    return min(r.fee_rate * spot, r.fee_cap * mark)
 
 
 def option_fee_provision_exact(
     option: OptionPosition, spot: int, params: UnderlyingParams
 ) -> Fraction:
     """min(option_fee_rate x S, 12.5% x option_mark) x |q|, exact base units."""
-    op = params.option
-    per_unit = min(op.fee_rate * spot, op.fee_cap * option.mark)
-    return per_unit * Fraction(abs(option.size), params.size_scale)
+    r = _option_rates(params.option)
+    per_unit = _fee_per_unit(option.mark, spot, r)
+    return Fraction(per_unit * abs(option.size), params.size_scale * r.den)
 
 
 def option_fee_provision(option: OptionPosition, spot: int, params: UnderlyingParams) -> int:
     """The option fee provision, rounded up to base units."""
-    return ceil_units(option_fee_provision_exact(option, spot, params))
+    r = _option_rates(params.option)
+    per_unit = _fee_per_unit(option.mark, spot, r)
+    return _ceil_div(per_unit * abs(option.size), params.size_scale * r.den)
 
 
-def _long_per_unit(mark: int, spot: int, op: OptionMarginParams) -> tuple[Fraction, Fraction]:
-    im = min(op.long_im_mark * mark, op.long_im_spot * spot)
-    mm = min(op.long_mm_mark * mark, op.long_mm_spot * spot)
-    return im, mm
-
-
-def _short_per_unit(
-    option: OptionPosition, spot: int, op: OptionMarginParams
-) -> tuple[Fraction, Fraction]:
+def _per_unit(option: OptionPosition, spot: int, r: _OptionRates) -> tuple[int, int]:
+    """IM and MM per whole unit, times ``r.den`` (long or short, see option_requirement)."""
+    if option.size >= 0:
+        mark = option.mark
+        return (
+            min(r.long_im_mark * mark, r.long_im_spot * spot),
+            min(r.long_mm_mark * mark, r.long_mm_spot * spot),
+        )
     k = option.strike
-    otm = max(0, k - spot) if option.kind == "call" else max(0, spot - k)
-    im = max(op.short_im_spot * spot - otm, op.short_im_floor * spot)
-    mm = max(op.short_mm_spot * spot - otm, op.short_mm_floor * spot)
+    otm = (max(0, k - spot) if option.kind == "call" else max(0, spot - k)) * r.den
+    im = max(r.short_im_spot * spot - otm, r.short_im_floor * spot)
+    mm = max(r.short_mm_spot * spot - otm, r.short_mm_floor * spot)
     if option.kind == "put":
-        im = min(im, op.short_put_cap_im * k)
-        mm = min(mm, op.short_put_cap_mm * k)
+        im = min(im, r.short_put_cap_im * k)
+        mm = min(mm, r.short_put_cap_mm * k)
     return im, mm
 
 
@@ -111,19 +180,19 @@ def option_requirement(
     ``covered`` (size units, only for short calls) is the part backed by spot of the same
     underlying: it needs no short-option margin (the fee provision still applies to all |q|).
     """
-    op = params.option
     q = abs(option.size)
     if covered < 0 or covered > q:
         raise ValueError("covered must be between 0 and |size|")
     if covered and not (option.kind == "call" and option.size < 0):
         raise ValueError("only short calls can be covered")
-    if option.size >= 0:
-        im_u, mm_u = _long_per_unit(option.mark, spot, op)
-    else:
-        im_u, mm_u = _short_per_unit(option, spot, op)
-    margined = Fraction(q - covered, params.size_scale)
-    fee = option_fee_provision_exact(option, spot, params)
-    return Requirement(im=ceil_units(im_u * margined + fee), mm=ceil_units(mm_u * margined + fee))
+    r = _option_rates(params.option)
+    im_u, mm_u = _per_unit(option, spot, r)
+    fee = _fee_per_unit(option.mark, spot, r) * q
+    margined = q - covered
+    scale = params.size_scale * r.den
+    return Requirement(
+        im=_ceil_div(im_u * margined + fee, scale), mm=_ceil_div(mm_u * margined + fee, scale)
+    )
 
 
 @dataclass(frozen=True)

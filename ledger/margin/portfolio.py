@@ -22,14 +22,16 @@ are the plain sum of :func:`portfolio_requirement` per underlying (no cross-asse
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 
 from ledger.margin import black76
 from ledger.margin.cross import Requirement, ceil_units, option_fee_provision_exact
 from ledger.margin.params import Scenario, UnderlyingParams
-from ledger.margin.positions import OptionPosition, PerpPosition
+from ledger.margin.positions import OptionKind, OptionPosition, PerpPosition
 
 DAYS_PER_YEAR = 365.0
 
@@ -90,43 +92,67 @@ def book_deltas(book: Book) -> tuple[Fraction, Fraction]:
     deltas: list[Fraction] = [Fraction(p.size, scale) for p in book.perps]
     if book.spot_holding:
         deltas.append(Fraction(book.spot_holding, scale))
-    t_years = (o.dte / DAYS_PER_YEAR for o in book.options)
-    for o, t in zip(book.options, t_years, strict=True):
-        d = black76.delta(o.kind, float(book.spot), float(o.strike), t, o.iv)
-        deltas.append(Fraction(d) * Fraction(o.size, scale))
-    return sum(deltas, Fraction(0)), sum((abs(d) for d in deltas), Fraction(0))
+    option_deltas = [
+        black76.delta(o.kind, float(book.spot), float(o.strike), o.dte / DAYS_PER_YEAR, o.iv)
+        * o.size
+        / scale
+        for o in book.options
+    ]
+    net = sum(deltas, Fraction(0)) + Fraction(math.fsum(option_deltas))
+    gross = sum((abs(d) for d in deltas), Fraction(0))
+    return net, gross + Fraction(math.fsum(abs(d) for d in option_deltas))
 
 
-def _option_pnl(o: OptionPosition, book: Book, scenario: Scenario) -> Fraction:
+@lru_cache(maxsize=1 << 16)
+def _price(kind: OptionKind, forward: float, strike: float, t: float, sigma: float) -> float:
+    # Cached: the before/after checks of one fill, and fills in the same second on the
+    # same series, reprice the same options in the same scenarios.
+    return black76.price(kind, forward, strike, t, sigma)
+
+
+def _option_totals(book: Book) -> list[float]:
+    """Per scenario, the options' PnL in base units (floats, summed exactly rounded)."""
     pp = book.params.portfolio
+    scenarios = pp.scenarios
     s0 = float(book.spot)
-    s1 = float(book.spot * (1 + scenario.spot_move))
-    t = o.dte / DAYS_PER_YEAR
-    iv1 = black76.shocked_vol(o.iv, float(scenario.vol_shock), o.dte, pp)
-    p0 = black76.price(o.kind, s0, float(o.strike), t, o.iv)
-    p1 = black76.price(o.kind, s1, float(o.strike), t, iv1)
-    fade = min(1.0, max(0.0, o.dte / float(pp.settlement_window_days)))
-    return Fraction((p1 - p0) * fade) * Fraction(o.size, book.params.size_scale)
-
-
-def scenario_pnl(book: Book, scenario: Scenario) -> Fraction:
-    """Unweighted PnL of the book in one scenario, base units (float only for options)."""
-    scale = book.params.size_scale
-    m = scenario.spot_move
-    pnl = sum((Fraction(p.size * p.mark, scale) * m for p in book.perps), Fraction(0))
-    pnl += Fraction(book.spot_holding * book.spot, scale) * m
+    moved = [float(book.spot * (1 + sc.spot_move)) for sc in scenarios]
+    shocks = [float(sc.vol_shock) for sc in scenarios]
+    window = float(pp.settlement_window_days)
+    short_power, long_power = float(pp.dte_short_power), float(pp.dte_long_power)
+    floor = float(pp.vol_floor_up)
+    terms: list[list[float]] = [[] for _ in scenarios]
     for o in book.options:
-        pnl += _option_pnl(o, book, scenario)
-    return pnl
+        t = o.dte / DAYS_PER_YEAR
+        k = float(o.strike)
+        p0 = _price(o.kind, s0, k, t, o.iv)
+        weight = min(1.0, max(0.0, o.dte / window)) * o.size / book.params.size_scale
+        power = short_power if o.dte < pp.dte_threshold else long_power
+        for i, shock in enumerate(shocks):
+            iv1 = black76.shocked_vol_at(o.iv, shock, o.dte, power, floor)
+            terms[i].append((_price(o.kind, moved[i], k, t, iv1) - p0) * weight)
+    return [math.fsum(column) for column in terms]
 
 
-def scan(book: Book) -> ScanResult:
+def scenario_pnls(book: Book) -> list[Fraction]:
+    """Unweighted PnL of the book in each scenario, base units: perps and spot exact, the
+    options' Black-76 repricing as one float per scenario."""
+    scale = book.params.size_scale
+    linear = Fraction(sum(p.size * p.mark for p in book.perps), scale)
+    linear += Fraction(book.spot_holding * book.spot, scale)
+    options = _option_totals(book) if book.options else [0.0] * len(book.params.portfolio.scenarios)
+    return [
+        linear * sc.spot_move + Fraction(total)
+        for sc, total in zip(book.params.portfolio.scenarios, options, strict=True)
+    ]
+
+
+def scan(book: Book, pnls: Sequence[Fraction] | None = None) -> ScanResult:
     """SCAN = max(0, max_i(-w_i x PnL_i)), remembering the worst scenario (first on ties)."""
     worst = Fraction(0)
     index: int | None = None
     scenarios = book.params.portfolio.scenarios
-    for i, sc in enumerate(scenarios):
-        loss = -sc.weight * scenario_pnl(book, sc)
+    for i, (sc, pnl) in enumerate(zip(scenarios, pnls or scenario_pnls(book), strict=True)):
+        loss = -sc.weight * pnl
         if loss > worst:
             worst, index = loss, i
     return ScanResult(worst, index, scenarios[index] if index is not None else None)
@@ -175,6 +201,6 @@ __all__ = [
     "min_delta_charge",
     "portfolio_requirement",
     "scan",
-    "scenario_pnl",
+    "scenario_pnls",
     "total_requirement",
 ]

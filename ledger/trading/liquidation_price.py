@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from fractions import Fraction
 
 from ledger.margin import black76
 from ledger.trading.plan import lookup
@@ -40,7 +39,7 @@ def _moved(state: TradingState, underlying: str, factor: float, now_us: int) -> 
         else:
             assert inst.expiry is not None and inst.strike is not None and inst.option_kind
             years = max(0.0, (inst.expiry.timestamp() * 1e6 - now_us) / US_PER_DAY / 365.0)
-            iv = float(Fraction(market.iv)) if market.iv else 0.5
+            iv = float(market.iv) if market.iv else 0.5
             mark = round(black76.price(inst.option_kind, index * factor, inst.strike, years, iv))
         markets[name] = replace(market, mark=max(1, mark))
     return replace(state, markets=markets, dirty=set())

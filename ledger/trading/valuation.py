@@ -21,7 +21,7 @@ from ledger.errors import MarketDataMissing
 from ledger.margin.cross import Requirement, cross_requirement
 from ledger.margin.instruments import Instrument
 from ledger.margin.params import UnderlyingParams
-from ledger.margin.portfolio import Book, ScanResult, portfolio_requirement, scenario_pnl
+from ledger.margin.portfolio import Book, ScanResult, portfolio_requirement, scenario_pnls
 from ledger.margin.positions import OptionPosition, PerpPosition
 from ledger.trading.state import FUNDING_SCALE, PORTFOLIO, TradingState, parse_listing
 
@@ -147,8 +147,9 @@ def summarize(
             accrued = 0
             value += size * mark // scale
             pnl = size * mark // scale - cost
-            dte = max(0.0, (inst.expiry.timestamp() * 1e6 - now_us) / US_PER_DAY)
-            iv = float(Fraction(market.iv)) if market.iv else 0.5
+            # Whole seconds: checks within one second reprice alike (and hit the price cache).
+            dte = max(0, int(inst.expiry.timestamp()) - now_us // 1_000_000) / 86_400
+            iv = float(market.iv) if market.iv else 0.5  # a validated decimal string
             options.setdefault(inst.underlying, []).append(
                 OptionPosition(inst.option_kind, inst.strike, size, mark, iv, dte)
             )
@@ -193,7 +194,7 @@ def _requirements(
             result = portfolio_requirement(book)
             pnl: tuple[Fraction, ...] = ()
             if detail:
-                pnl = tuple(scenario_pnl(book, sc) for sc in params.portfolio.scenarios)
+                pnl = tuple(scenario_pnls(book))
             out.append(UnderlyingRisk(underlying, index, result.requirement, result.scan, pnl))
         else:
             result_x = cross_requirement(

@@ -1,0 +1,836 @@
+"""Hypothesis properties of the trading rules.
+
+1. ``positions.trade``, the cost-basis arithmetic every fill, liquidation and settlement
+   goes through: summed over both sides of a trade, realised PnL equals the change of all
+   costs (so ``system:clearing`` holds exactly minus the open costs), a full close leaves
+   cost 0, and a round trip realises exactly ``size x (exit - entry) / size_scale``.
+2. A state machine drives a real ledger (fresh SQLite database per example, a clock the
+   test controls) with four funded accounts: price moves of up to 30% around a base price
+   with funding ticks, spot, perp and option fills of freshly signed orders (and refills of
+   partly filled ones), withdrawals, transfers, margin-mode changes, funding, liquidation
+   and expiry settlement. A refused operation must leave the journal, the balances and the
+   trading state untouched; an accepted account-initiated one must leave each initiating
+   account with AV >= IMR or with less risk. After every step every asset sums to zero,
+   ``system:clearing`` holds minus the open perp costs, no user balance is negative, cost
+   entries exist exactly for non-zero positions and open interest is the sum of the longs;
+   at the end the audit replays everything.
+3. Liquidation cascades after price shocks keep the insurance fund's books consistent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from ledger import Ledger
+from ledger.core.accounts import CLEARING, INSURANCE, is_system
+from ledger.core.orders import FillViolatesOrder
+from ledger.errors import (
+    InstrumentClosed,
+    InsufficientFunds,
+    InsufficientMargin,
+    LedgerError,
+    NotLiquidatable,
+)
+from ledger.trading.positions import trade
+from ledger.trading.state import TradingState
+from ledger.trading.valuation import AccountSummary
+from ledger.wallet import Wallet
+from tests.conftest import (
+    ALICE,
+    ALICE_WALLET,
+    BOB,
+    BOB_WALLET,
+    CAROL,
+    CAROL_WALLET,
+    OPERATOR,
+    STORES,
+    drop_postgres_database,
+    new_postgres_database,
+)
+from tests.conftest import test_wallet as make_wallet
+
+SCALE = 10**8  # size units per whole BTC / ETH
+STEP = 100_000  # size step (0.001)
+TICK = 10_000  # price tick (0.01 USDC)
+USDC = "USDC"
+
+# ---------------------------------------------------------------------------------------
+# 1. positions.trade()
+# ---------------------------------------------------------------------------------------
+
+SIZES = st.integers(1, 5_000).map(lambda n: n * STEP)  # 0.001 .. 5 units
+PRICES = st.integers(1, 10_000_000).map(lambda n: n * TICK)  # 0.01 .. 100,000 USDC
+PARTIES = st.sampled_from([(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)])
+TRADES = st.lists(st.tuples(PARTIES, SIZES, PRICES), min_size=1, max_size=40)
+
+
+def _assert_cost_sign(size: int, cost: int) -> None:
+    """A long's cost is >= 0, a short's <= 0, a flat position's 0."""
+    if size == 0:
+        assert cost == 0
+    elif size > 0:
+        assert cost >= 0
+    else:
+        assert cost <= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(TRADES)
+def test_realised_pnl_mirrors_cost_changes(trades: list[tuple[tuple[int, int], int, int]]) -> None:
+    """Over both sides of every trade, realised PnL == change of the sum of costs; so the
+    counterparty of realised PnL (system:clearing) always holds minus the open costs. Each
+    side alone: realised - cost change == -ds x price / scale (its cash flow)."""
+    sizes, costs = [0, 0, 0], [0, 0, 0]
+    clearing = 0
+    for (buyer, seller), size, price in trades:
+        realised = 0
+        cost_change = 0
+        for who, ds in ((buyer, size), (seller, -size)):
+            out = trade(sizes[who], costs[who], ds, price, SCALE)
+            assert out.realised - (out.cost - costs[who]) == -ds * price // SCALE
+            realised += out.realised
+            cost_change += out.cost - costs[who]
+            sizes[who] += ds
+            costs[who] = out.cost
+            _assert_cost_sign(sizes[who], costs[who])
+        assert realised == cost_change
+        clearing -= realised
+        assert clearing == -sum(costs)
+    assert sum(sizes) == 0
+
+
+SIDE_TRADES = st.lists(
+    st.tuples(st.booleans(), SIZES, PRICES), min_size=0, max_size=20
+)  # (buy?, size, price) of one account against anyone
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIDE_TRADES, PRICES)
+def test_full_close_returns_cost_zero(trades: list[tuple[bool, int, int]], exit: int) -> None:
+    """Whatever path led to a position, closing all of it leaves cost 0, and the PnL
+    realised over the whole history is exactly the account's net cash flow."""
+    size = cost = realised = cash = 0
+    for buy, n, price in trades:
+        ds = n if buy else -n
+        out = trade(size, cost, ds, price, SCALE)
+        size, cost, realised = size + ds, out.cost, realised + out.realised
+        cash -= ds * price // SCALE
+        _assert_cost_sign(size, cost)
+    if size == 0:
+        assert cost == 0
+        assert realised == cash
+        return
+    out = trade(size, cost, -size, exit, SCALE)
+    assert out.cost == 0
+    assert out.realised == size * exit // SCALE - cost
+    assert realised + out.realised == cash + size * exit // SCALE
+
+
+def _split(total: int, cuts: list[int]) -> list[int]:
+    """``total`` (a multiple of STEP) in pieces on the step, cut at ``cuts`` (0..1000)."""
+    points = sorted({total * c // 1000 // STEP * STEP for c in cuts} - {0, total})
+    bounds = [0, *points, total]
+    return [b - a for a, b in pairwise(bounds)]
+
+
+CUTS = st.lists(st.integers(0, 1000), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIZES, PRICES, PRICES, st.booleans(), CUTS, CUTS)
+def test_round_trip_realises_exact_pnl(
+    size: int, entry: int, exit: int, long: bool, open_cuts: list[int], close_cuts: list[int]
+) -> None:
+    """Open ``size`` at ``entry`` (in pieces), close it at ``exit`` (in pieces): the PnL
+    realised is exactly size x (exit - entry) / scale, with no rounding at all."""
+    sign = 1 if long else -1
+    assert size * (exit - entry) % SCALE == 0  # step x tick is a multiple of the scale
+    position = cost = realised = 0
+    for piece in _split(size, open_cuts):
+        out = trade(position, cost, sign * piece, entry, SCALE)
+        assert out.realised == 0
+        position, cost = position + sign * piece, out.cost
+    assert cost == sign * size * entry // SCALE
+    for piece in _split(size, close_cuts):
+        out = trade(position, cost, -sign * piece, exit, SCALE)
+        position, cost, realised = position - sign * piece, out.cost, realised + out.realised
+        assert cost == sign * abs(position) * entry // SCALE  # the rest keeps its entry
+    assert (position, cost) == (0, 0)
+    assert realised == sign * size * (exit - entry) // SCALE
+
+
+@settings(max_examples=200, deadline=None)
+@given(SIZES, SIZES, PRICES, PRICES, st.booleans())
+def test_flip_opens_the_rest_at_the_trade_price(
+    size: int, more: int, entry: int, price: int, long: bool
+) -> None:
+    """Trading through zero closes the old side (realising its PnL) and opens the rest at
+    the trade price."""
+    sign = 1 if long else -1
+    opened = trade(0, 0, sign * size, entry, SCALE)
+    out = trade(sign * size, opened.cost, -sign * (size + more), price, SCALE)
+    assert out.realised == sign * size * (price - entry) // SCALE
+    assert out.cost == -sign * more * price // SCALE
+
+
+# ---------------------------------------------------------------------------------------
+# Shared by the ledger tests
+# ---------------------------------------------------------------------------------------
+
+DAVE_WALLET = make_wallet("dave")
+DAVE = DAVE_WALLET.address
+ACCOUNTS = (ALICE, BOB, CAROL, DAVE)
+SIGNERS: dict[str, Wallet] = {
+    ALICE: ALICE_WALLET,
+    BOB: BOB_WALLET,
+    CAROL: CAROL_WALLET,
+    DAVE: DAVE_WALLET,
+}
+PAIRS = st.permutations(ACCOUNTS).map(lambda p: (p[0], p[1]))
+
+BASE = {"BTC": 70_000_000_000, "ETH": 3_500_000_000}  # index prices the moves centre on
+SIZE_MULT = {"BTC": 1, "ETH": 20}  # so that size steps are worth about as much
+NEAR = "20271231"  # expires during some runs
+FAR = "20281229"
+START_US = int(datetime(2027, 12, 31, 7, 58, 30, tzinfo=UTC).timestamp()) * 1_000_000
+NEAR_EXPIRY_US = int(datetime(2027, 12, 31, 8, 0, tzinfo=UTC).timestamp()) * 1_000_000
+ORDER_EXPIRY = START_US // 1_000_000 + 30 * 86_400
+
+PERPS = ("BTC-USD-PERP", "ETH-USD-PERP")
+SPOTS = ("BTC/USDC", "ETH/USDC")
+NEAR_OPTIONS = (f"BTC-USD-{NEAR}-80000-C", f"BTC-USD-{NEAR}-60000-P")
+FAR_OPTIONS = (f"BTC-USD-{FAR}-70000-P", f"ETH-USD-{FAR}-3500-C")
+OPTIONS = NEAR_OPTIONS + FAR_OPTIONS
+POSITION_ASSETS = PERPS + OPTIONS
+MARKETS = PERPS + SPOTS + OPTIONS
+
+
+def underlying_of(market: str) -> str:
+    return market.split("/")[0].split("-")[0]
+
+
+def on_tick(price: int) -> int:
+    return max(TICK, price // TICK * TICK)
+
+
+def moved(base: int, bp: int) -> int:
+    """``base`` moved by ``bp`` basis points, on the tick."""
+    return on_tick(base * (10_000 + bp) // 10_000)
+
+
+def respects_margin(before: AccountSummary, after: AccountSummary) -> bool:
+    """What every accepted account-initiated transition must leave: AV >= IMR, or less
+    risk (MMR did not grow and AV/MMR did not shrink)."""
+    if after.value >= after.im:
+        return True
+    return (
+        before.mm > 0
+        and after.mm <= before.mm
+        and after.value * before.mm >= before.value * after.mm
+    )
+
+
+def check_books(book: Ledger) -> tuple[dict[tuple[str, str], int], TradingState]:
+    """The invariants of the whole ledger; returns what it read."""
+    balances = book.store.current_balances()
+    state = book.store.trading_state()
+    totals: dict[str, int] = {}
+    for (account, asset), amount in balances.items():
+        totals[asset] = totals.get(asset, 0) + amount
+        # USDC and spot are unsigned for users; forced transitions never leave debt.
+        if not is_system(account) and asset not in POSITION_ASSETS:
+            assert amount >= 0, (account, asset, amount)
+    assert all(total == 0 for total in totals.values()), totals
+    perp_costs = sum(p.cost for (_, name), p in state.positions.items() if name in PERPS)
+    assert balances.get((CLEARING, USDC), 0) == -perp_costs
+    # A cost entry exists exactly for every non-zero position, with the position's sign.
+    open_positions = {
+        key for key, amount in balances.items() if key[1] in POSITION_ASSETS and amount
+    }
+    assert set(state.positions) == open_positions, set(state.positions) ^ open_positions
+    for key, position in state.positions.items():
+        _assert_cost_sign(balances[key], position.cost)
+    # Open interest: the sum of long sizes.
+    for name in POSITION_ASSETS:
+        longs = sum(max(0, v) for (_, asset), v in balances.items() if asset == name)
+        market = state.markets.get(name)
+        assert (market.open_interest if market else 0) == longs, name
+    return balances, state
+
+
+def snapshot(book: Ledger) -> tuple[Any, ...]:
+    head = book.store.head()
+    rows = sorted(book.store.trading_state().rows())
+    return head.seq, head.hash, book.store.current_balances(), rows
+
+
+def new_url(store: str) -> tuple[str, Callable[[], None]]:
+    """A fresh database URL on ``store`` and the function that removes it."""
+    if store == "sqlite":
+        directory = tempfile.mkdtemp(prefix="ledger-trading-")
+        return f"sqlite:///{directory}/ledger.db", lambda: shutil.rmtree(directory, True)
+    url = new_postgres_database()
+    return url, lambda: drop_postgres_database(url)
+
+
+@dataclass
+class Clock:
+    """The ledger's clock, moved by the test only."""
+
+    now: int = START_US
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def open_ledger(url: str, clock: Clock, deposits: dict[str, int]) -> Ledger:
+    book = Ledger.init(url, operator=OPERATOR, clock=clock)
+    for account in ACCOUNTS:
+        book.onboard(SIGNERS[account])
+    for account, amount in deposits.items():
+        book.deposit(account, amount, key=f"seed/{account}")
+    return book
+
+
+# ---------------------------------------------------------------------------------------
+# 2. The state machine
+# ---------------------------------------------------------------------------------------
+
+DEPOSITS = st.integers(200, 50_000).map(lambda usdc: usdc * 1_000_000)
+BP = st.integers(-3_000, 3_000)  # +-30%
+IVS = st.sampled_from(["0.3", "0.55", "0.9"])
+OPTION_MARKS = st.integers(1, 600_000).map(lambda n: n * TICK)  # up to 6,000 USDC
+SIZE_MODES = st.sampled_from(["random", "random", "close", "flip"])
+FILL_ERRORS = (InsufficientMargin, InsufficientFunds)
+
+
+FILL_ARGS: dict[str, st.SearchStrategy[Any]] = {
+    "pair": PAIRS,
+    "mode": SIZE_MODES,
+    "steps": st.integers(1, 3_000),
+    "bp": st.integers(-200, 200),
+    "maker": st.sampled_from(["buy", "sell"]),
+    "slack": st.integers(0, 3),
+    "resting": st.booleans(),
+}
+
+
+@dataclass
+class RestingOrders:
+    buy: dict[str, Any]
+    sell: dict[str, Any]
+    market: str
+    size: int
+    price: int
+    filled: int
+
+
+class TradingMachine(RuleBasedStateMachine):
+    store_name = "sqlite"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.url, self.cleanup = new_url(self.store_name)
+        self.book: Ledger | None = None
+        self.nonces = dict.fromkeys(ACCOUNTS, 0)
+        self.prices: dict[str, dict[str, int | str]] = {}
+        self.resting: list[RestingOrders] = []
+        self.settled = False
+
+    @property
+    def ledger(self) -> Ledger:
+        assert self.book is not None
+        return self.book
+
+    # ------------------------------------------------------------------ helpers
+    def advance(self, us: int = 1_000) -> None:
+        """Move the clock past the chain head, so an operation is recorded exactly at the
+        clock reading the test valued the accounts at."""
+        self.clock.now = max(self.clock.now, self.ledger.store.head().recorded_at) + us
+
+    def nonce(self, account: str) -> int:
+        self.nonces[account] += 1
+        return self.nonces[account]
+
+    def mark(self, market: str) -> int:
+        if market in SPOTS:
+            return int(self.prices[underlying_of(market)]["index"])
+        return int(self.prices[market]["mark"])
+
+    def expired(self, market: str) -> bool:
+        return market in NEAR_OPTIONS and self.clock.now >= NEAR_EXPIRY_US
+
+    def attempt(
+        self,
+        what: str,
+        op: Callable[[], object],
+        initiators: tuple[str, ...],
+        allowed: tuple[type[LedgerError], ...],
+    ) -> bool:
+        """Run ``op``; a refusal (one of ``allowed``) must change nothing, an acceptance must
+        leave every initiating account meeting its margin or with less risk."""
+        book = self.ledger
+        before_state = snapshot(book)
+        before = {a: book.margin(a) for a in initiators}
+        try:
+            op()
+        except allowed as exc:
+            event(f"{what}: refused ({type(exc).__name__})")
+            assert snapshot(book) == before_state, f"refused {what} changed the ledger"
+            return False
+        event(f"{what}: accepted")
+        assert book.store.head().seq > before_state[0]
+        for account in initiators:
+            after = book.margin(account)
+            assert respects_margin(before[account], after), (what, before[account], after)
+        return True
+
+    def position(self, account: str, asset: str) -> int:
+        return self.ledger.balance(account, asset).units
+
+    # ------------------------------------------------------------------ setup
+    @initialize(
+        deposits=st.lists(DEPOSITS, min_size=len(ACCOUNTS), max_size=len(ACCOUNTS)),
+        moves=st.lists(st.integers(-500, 500), min_size=2, max_size=2),
+        marks=st.lists(OPTION_MARKS, min_size=len(OPTIONS), max_size=len(OPTIONS)),
+    )
+    def setup(self, deposits: list[int], moves: list[int], marks: list[int]) -> None:
+        self.book = open_ledger(self.url, self.clock, dict(zip(ACCOUNTS, deposits, strict=True)))
+        self.publish(moves, [0, 0], marks, ["0.55"] * len(OPTIONS))
+
+    def teardown(self) -> None:
+        try:
+            if self.book is not None:
+                check_books(self.book)
+                report = self.book.audit()
+                assert report.ok, report.to_json()
+        finally:
+            if self.book is not None:
+                self.book.close()
+            self.cleanup()
+
+    def publish(
+        self, moves: list[int], premia: list[int], marks: list[int], ivs: list[str]
+    ) -> None:
+        prices: dict[str, dict[str, int | str]] = {}
+        for (name, base), bp, premium in zip(BASE.items(), moves, premia, strict=True):
+            index = moved(base, bp)
+            prices[name] = {"index": index}
+            prices[f"{name}-USD-PERP"] = {"mark": moved(index, premium)}
+        for name, mark, iv in zip(OPTIONS, marks, ivs, strict=True):
+            if not (self.settled and name in NEAR_OPTIONS):
+                prices[name] = {"mark": mark, "iv": iv}
+        self.advance()
+        self.ledger.publish_prices(prices)
+        self.prices.update(prices)
+
+    # ------------------------------------------------------------------ market events
+    @rule(
+        moves=st.lists(BP, min_size=2, max_size=2),
+        premia=st.lists(st.integers(-100, 100), min_size=2, max_size=2),
+        marks=st.lists(OPTION_MARKS, min_size=len(OPTIONS), max_size=len(OPTIONS)),
+        ivs=st.lists(IVS, min_size=len(OPTIONS), max_size=len(OPTIONS)),
+        liquidate=st.booleans(),
+    )
+    def move_prices(
+        self,
+        moves: list[int],
+        premia: list[int],
+        marks: list[int],
+        ivs: list[str],
+        liquidate: bool,
+    ) -> None:
+        """Index within +-30% of the base price, perp marks within +-1% of the index."""
+        self.publish(moves, premia, marks, ivs)
+        if liquidate:
+            self.liquidate_all()
+
+    @rule()
+    def liquidate_all(self) -> None:
+        book = self.ledger
+        self.advance()
+        expected = {s.account for s in book.liquidatable()}
+        receipts = book.liquidate_all()
+        event(f"liquidations: {min(len(receipts), 3)}")
+        assert {r.tx.metadata for r in receipts} == {f'{{"account":"{a}"}}' for a in expected}
+        for receipt in receipts:
+            assert receipt.tx.kind == "liquidation" and not receipt.duplicate
+
+    @rule(account=st.sampled_from(ACCOUNTS))
+    def liquidate_one(self, account: str) -> None:
+        """Liquidating a healthy account is refused and writes nothing."""
+        book = self.ledger
+        self.advance()
+        if book.margin(account).liquidatable:
+            book.liquidate(account)
+            event("liquidate one: done")
+            return
+        before = snapshot(book)
+        with pytest.raises(NotLiquidatable):
+            book.liquidate(account)
+        assert snapshot(book) == before
+
+    @rule(seconds=st.integers(1, 45))
+    def tick(self, seconds: int) -> None:
+        self.clock.now += seconds * 1_000_000
+
+    @precondition(lambda self: self.clock.now < NEAR_EXPIRY_US)
+    @rule()
+    def reach_expiry(self) -> None:
+        self.clock.now = max(self.clock.now, NEAR_EXPIRY_US)
+
+    @precondition(lambda self: self.clock.now >= NEAR_EXPIRY_US and not self.settled)
+    @rule(bp=BP)
+    def settle(self, bp: int) -> None:
+        book = self.ledger
+        self.advance()
+        receipts = book.settle_expiry(NEAR, moved(BASE["BTC"], bp))
+        assert [r.tx.kind for r in receipts] == ["settlement"]
+        self.settled = True
+        balances = book.store.current_balances()
+        assert not any(v for (_, asset), v in balances.items() if asset in NEAR_OPTIONS)
+
+    @rule(account=st.sampled_from(ACCOUNTS))
+    def realise_funding(self, account: str) -> None:
+        self.advance()
+        self.ledger.realise_funding(account)
+
+    # ------------------------------------------------------------------ account actions
+    @rule(account=st.sampled_from(ACCOUNTS), amount=DEPOSITS)
+    def deposit(self, account: str, amount: int) -> None:
+        self.advance()
+        self.ledger.deposit(account, amount)
+
+    @rule(market=st.sampled_from(PERPS), **FILL_ARGS)
+    def fill_perp(self, market: str, **args: Any) -> None:
+        self.fill(market, **args)
+
+    @rule(market=st.sampled_from(PERPS), **FILL_ARGS)
+    def fill_perp_again(self, market: str, **args: Any) -> None:
+        self.fill(market, **args)  # perps matter most: twice the weight
+
+    @rule(market=st.sampled_from(OPTIONS), **FILL_ARGS)
+    def fill_option(self, market: str, **args: Any) -> None:
+        self.fill(market, **args)
+
+    @rule(market=st.sampled_from(SPOTS), **FILL_ARGS)
+    def fill_spot(self, market: str, **args: Any) -> None:
+        self.fill(market, **args)
+
+    def fill(
+        self,
+        market: str,
+        pair: tuple[str, str],
+        mode: str,
+        steps: int,
+        bp: int,
+        maker: str,
+        slack: int,
+        resting: bool,
+    ) -> None:
+        """A fill of two freshly signed orders (``resting``: twice the size, so that the rest
+        can be filled later)."""
+        buyer, seller = pair
+        underlying = underlying_of(market)
+        size = steps * STEP * SIZE_MULT[underlying]
+        if market not in SPOTS and mode != "random":
+            held_by_buyer = self.position(buyer, market)
+            held_by_seller = self.position(seller, market)
+            if held_by_buyer < 0:
+                size = -held_by_buyer if mode == "close" else -held_by_buyer + size
+            elif held_by_seller > 0:
+                size = held_by_seller if mode == "close" else held_by_seller + size
+        elif market in SPOTS and mode == "close":
+            size = self.position(seller, underlying) or size
+        self.advance()
+        price = moved(self.mark(market), bp if market not in OPTIONS else bp * 10)
+        order_size = size * 2 if resting else size
+        buy = self.ledger.sign_order(
+            SIGNERS[buyer],
+            buyer,
+            market,
+            "buy",
+            order_size,
+            price + slack * TICK,
+            nonce=self.nonce(buyer),
+            expiry=ORDER_EXPIRY,
+        )
+        sell = self.ledger.sign_order(
+            SIGNERS[seller],
+            seller,
+            market,
+            "sell",
+            order_size,
+            max(TICK, price - slack * TICK),
+            nonce=self.nonce(seller),
+            expiry=ORDER_EXPIRY,
+        )
+        kind = "spot" if market in SPOTS else "perp" if market in PERPS else "option"
+        closed = self.expired(market)
+        allowed: tuple[type[LedgerError], ...] = (InstrumentClosed,) if closed else FILL_ERRORS
+
+        def op() -> None:
+            self.ledger.fill(buy, sell, price, size, maker=maker)
+
+        accepted = self.attempt(f"fill {kind} {mode}", op, (buyer, seller), allowed)
+        assert not (accepted and closed)
+        if accepted and resting:
+            self.resting.append(RestingOrders(buy, sell, market, order_size, price, size))
+
+    @precondition(lambda self: bool(self.resting))
+    @rule(data=st.data(), over=st.booleans())
+    def refill(self, data: st.DataObject, over: bool) -> None:
+        """Fill more of a resting pair: within what is left, or one step over (refused)."""
+        orders = data.draw(st.sampled_from(self.resting))
+        left = orders.size - orders.filled
+        size = left + STEP if over else data.draw(st.integers(1, left // STEP)) * STEP
+        self.advance()
+        accounts = (_order_account(orders.buy), _order_account(orders.sell))
+        if over:
+            allowed: tuple[type[LedgerError], ...] = (FillViolatesOrder,)
+        elif self.expired(orders.market):
+            allowed = (InstrumentClosed,)
+        else:
+            allowed = FILL_ERRORS
+
+        def op() -> None:
+            self.ledger.fill(orders.buy, orders.sell, orders.price, size, maker="buy")
+
+        accepted = self.attempt("refill", op, accounts, allowed)
+        assert not (accepted and (over or self.expired(orders.market)))
+        if accepted:
+            orders.filled += size
+            if orders.filled == orders.size:
+                self.resting.remove(orders)
+
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        how=st.sampled_from(["max", "over", "half", "random"]),
+        amount=DEPOSITS,
+        to=st.sampled_from((None, *ACCOUNTS)),
+    )
+    def withdraw_or_transfer(self, account: str, how: str, amount: int, to: str | None) -> None:
+        """``max_withdrawable`` is exact: all of it may leave, one base unit more may not."""
+        book = self.ledger
+        if to == account:
+            to = None
+        self.advance()
+        free = book.margin(account).max_withdrawable
+        if how == "max" or how == "over":
+            amount = free + (how == "over")
+        elif how == "half":
+            amount = free // 2
+        if amount <= 0:
+            return
+        wallet, nonce = SIGNERS[account], self.nonce(account)
+
+        def op() -> None:
+            if to is None:
+                book.withdraw(account, amount, wallet=wallet, nonce=nonce, expiry=ORDER_EXPIRY)
+            else:
+                book.transfer(account, to, amount, wallet=wallet, nonce=nonce, expiry=ORDER_EXPIRY)
+
+        what = "withdrawal" if to is None else "transfer"
+        accepted = self.attempt(
+            f"{what} {how}", op, (account,), (InsufficientMargin, InsufficientFunds)
+        )
+        if how in ("max", "half"):
+            assert accepted, (how, amount, free)
+        if how == "over":
+            assert not accepted, (amount, free)
+
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        mode=st.sampled_from(["cross", "portfolio"]),
+        leverage=st.sampled_from([2, 10, 50, 100]),
+    )
+    def set_mode(self, account: str, mode: str, leverage: int) -> None:
+        book = self.ledger
+        self.advance()
+        nonce = self.nonce(account)
+
+        def op() -> None:
+            book.set_margin_mode(
+                account,
+                mode,
+                leverage,
+                wallet=SIGNERS[account],
+                nonce=nonce,
+                expiry=ORDER_EXPIRY,
+            )
+
+        self.attempt(f"mode {mode}", op, (account,), (InsufficientMargin,))
+
+    # ------------------------------------------------------------------ invariants
+    @invariant()
+    def books_balance(self) -> None:
+        if self.book is not None:
+            check_books(self.book)
+
+
+def _order_account(envelope: dict[str, Any]) -> str:
+    return str(envelope["message"]["account"])
+
+
+EXAMPLES = {"sqlite": 20, "postgresql": 3}
+STEPS = 30
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_trading_state_machine(store: str) -> None:
+    machine = type(f"TradingMachine_{store}", (TradingMachine,), {"store_name": store})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=EXAMPLES[store],
+            stateful_step_count=STEPS,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Liquidation cascades and the insurance fund
+# ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_ledger(clock: Clock, deposits: dict[str, int]) -> Iterator[Ledger]:
+    url, cleanup = new_url("sqlite")
+    try:
+        with open_ledger(url, clock, deposits) as book:
+            yield book
+    finally:
+        cleanup()
+
+
+# (market, (buyer, seller), percent of what the poorer side can afford, price offset bp)
+OPENING = st.tuples(
+    st.sampled_from(PERPS + FAR_OPTIONS), PAIRS, st.integers(30, 110), st.integers(-50, 50)
+)
+SHOCK_BP = st.one_of(
+    st.sampled_from([-3_000, -2_000, -1_000, -500, -200, 200, 500, 1_000, 2_000, 3_000]),
+    st.integers(-3_000, 3_000),
+)
+SHOCK = st.tuples(SHOCK_BP, SHOCK_BP)
+SMALL_DEPOSITS = st.integers(200, 5_000).map(lambda usdc: usdc * 1_000_000)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    deposits=st.lists(SMALL_DEPOSITS, min_size=4, max_size=4),
+    openings=st.lists(OPENING, min_size=2, max_size=8),
+    shocks=st.lists(SHOCK, min_size=1, max_size=4),
+)
+def test_liquidations_keep_the_insurance_books(
+    deposits: list[int],
+    openings: list[tuple[str, tuple[str, str], int, int]],
+    shocks: list[tuple[int, int]],
+) -> None:
+    """Positions opened at the market, then price shocks of up to 30%, each followed by
+    rounds of liquidate_all until nobody is liquidatable: the fund takes the positions over
+    at mark (netting them when they offset), and after every round its cost entries exist
+    exactly for its non-zero positions, clearing holds minus the open perp costs, no user
+    is left in debt, and the audit replays it all."""
+    clock = Clock()
+    nonce = 0
+    with fresh_ledger(clock, dict(zip(ACCOUNTS, deposits, strict=True))) as book:
+        option_marks = {FAR_OPTIONS[0]: 4_000_000_000, FAR_OPTIONS[1]: 300_000_000}
+
+        def publish(btc: int, eth: int) -> None:
+            clock.now += 1_000_000
+            prices: dict[str, dict[str, int | str]] = {
+                "BTC": {"index": btc},
+                "ETH": {"index": eth},
+                "BTC-USD-PERP": {"mark": btc},
+                "ETH-USD-PERP": {"mark": eth},
+            }
+            for name, mark in option_marks.items():
+                prices[name] = {"mark": mark, "iv": "0.55"}
+            book.publish_prices(prices)
+
+        publish(BASE["BTC"], BASE["ETH"])
+        for market, (buyer, seller), percent, bp in openings:
+            nonce += 1
+            clock.now += 1_000
+            mark = option_marks.get(market) or BASE[underlying_of(market)]
+            price = moved(mark, bp)
+            # About `percent` of the size the poorer side's free collateral affords (perps
+            # need ~2.05% of notional; options are sized as if they needed ~15%).
+            free = min(book.margin(a).free_collateral for a in (buyer, seller))
+            rate = 205 if market in PERPS else 1_500
+            afford = max(0, free) * 10_000 * SCALE // (rate * BASE[underlying_of(market)])
+            size = max(STEP, afford * percent // 100 // STEP * STEP)
+            buy = book.sign_order(
+                SIGNERS[buyer], buyer, market, "buy", size, price, nonce=nonce, expiry=ORDER_EXPIRY
+            )
+            sell = book.sign_order(
+                SIGNERS[seller],
+                seller,
+                market,
+                "sell",
+                size,
+                price,
+                nonce=nonce,
+                expiry=ORDER_EXPIRY,
+            )
+            before = snapshot(book)
+            try:
+                book.fill(buy, sell, price, size)
+                event("opening: accepted")
+            except FILL_ERRORS as exc:
+                event(f"opening: refused ({type(exc).__name__})")
+                assert snapshot(book) == before
+        check_books(book)
+        liquidations = 0
+        for btc_bp, eth_bp in shocks:
+            btc, eth = moved(BASE["BTC"], btc_bp), moved(BASE["ETH"], eth_bp)
+            # Options follow their underlying, roughly (deltas of +-0.5).
+            option_marks = {
+                FAR_OPTIONS[0]: on_tick(4_000_000_000 - (btc - BASE["BTC"]) // 2),
+                FAR_OPTIONS[1]: on_tick(300_000_000 + (eth - BASE["ETH"]) // 2),
+            }
+            publish(btc, eth)
+            for _ in range(2 * 5 + 2):  # each liquidation takes at least a fifth
+                clock.now += 1_000
+                receipts = book.liquidate_all()
+                liquidations += len(receipts)
+                balances, state = check_books(book)
+                for name in POSITION_ASSETS:
+                    held = balances.get((INSURANCE, name), 0)
+                    assert ((INSURANCE, name) in state.positions) == (held != 0)
+                if not receipts:
+                    break
+            assert not book.liquidatable()
+        event(f"liquidations: {min(liquidations, 5)}")
+        report = book.audit()
+        assert report.ok, report.to_json()
