@@ -20,7 +20,13 @@ from ledger.margin.cross import (
     perp_requirement,
 )
 from ledger.margin.params import BTC, DEFAULT_SCENARIOS, PortfolioParams
-from ledger.margin.portfolio import Book, min_delta_charge, portfolio_requirement, scan
+from ledger.margin.portfolio import (
+    Book,
+    funding_provision,
+    min_delta_charge,
+    portfolio_requirement,
+    scan,
+)
 from ledger.margin.positions import OptionPosition, PerpPosition
 
 USDC = 10**6
@@ -270,3 +276,18 @@ def test_requirements_non_negative_and_mm_le_im(
         Book(BTC, spot, tuple(perp_list), tuple(option_list), spot_holding)
     ).requirement
     assert 0 <= pm.mm <= pm.im
+
+
+def test_funding_provision_is_the_next_8h_the_book_pays() -> None:
+    """max(0, rate x size x S): long 2 BTC at a +0.01% rate owes 0.0001 x 2 x 70,000 = 14 USDC;
+    at -0.01% it would receive, so no provision; a short at +0.01% receives too."""
+    rate = Fraction(1, 10_000)
+    long = PerpPosition(2 * BTC_UNIT, S, 10, rate)
+    assert funding_provision(Book(BTC, S, [long])) == usdc("14")
+    assert funding_provision(Book(BTC, S, [PerpPosition(2 * BTC_UNIT, S, 10, -rate)])) == 0
+    assert funding_provision(Book(BTC, S, [PerpPosition(-2 * BTC_UNIT, S, 10, rate)])) == 0
+    # It adds to both requirements of portfolio margin.
+    without = portfolio_requirement(Book(BTC, S, [PerpPosition(2 * BTC_UNIT, S, 10)]))
+    with_rate = portfolio_requirement(Book(BTC, S, [long]))
+    assert with_rate.requirement.im - without.requirement.im == usdc("14")
+    assert with_rate.requirement.mm - without.requirement.mm == usdc("14")

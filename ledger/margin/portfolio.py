@@ -15,9 +15,10 @@ Repricing in scenario i (spot move m_i, vol shock vs_i, weight w_i), S' = S x (1
 SCAN = max(0, max_i(-w_i x sum PnL_i)).
 IMR = max(SCAN, MinDelta) + provisions; MMR = 0.5 x max(SCAN, MinDelta) + provisions.
 
-Not covered yet: the funding provision (max(0, sum funding_rate_8h x size x S)) is omitted,
-and resting orders are not included (positions only). Portfolios of several underlyings
-are the plain sum of :func:`portfolio_requirement` per underlying (no cross-asset credit).
+Provisions: the fee provision (the cost of closing) and the funding provision (the next
+8 hours of funding the book pays at the current rate). Resting orders are not included: the
+ledger sees an order only when it fills. Portfolios of several underlyings are the plain sum
+of :func:`portfolio_requirement` per underlying (no cross-asset credit).
 """
 
 from __future__ import annotations
@@ -62,12 +63,12 @@ class ScanResult:
 
 @dataclass(frozen=True)
 class PortfolioResult:
-    """PM requirement and its parts (``scan``, ``min_delta``, ``fee_provision`` exact)."""
+    """PM requirement and its parts (``scan``, ``min_delta``, ``provisions`` exact)."""
 
     requirement: Requirement
     scan: ScanResult
     min_delta: Fraction
-    fee_provision: Fraction
+    provisions: Fraction  # fee and funding provisions
 
 
 def min_delta_charge(
@@ -170,18 +171,27 @@ def fee_provision(book: Book) -> Fraction:
 
 
 def portfolio_requirement(book: Book) -> PortfolioResult:
-    """IMR = max(SCAN, MinDelta) + fee provision; MMR = 0.5 x max(...) + fee provision.
-
-    Rounded up to USDC base units. The funding provision is omitted for now.
+    """IMR = max(SCAN, MinDelta) + provisions; MMR = 0.5 x max(...) + provisions, the
+    provisions being the fee provision and the funding provision. Rounded up to USDC base
+    units. (Resting orders are not the ledger's: it sees orders only when they fill.)
     """
     sr = scan(book)
     net, gross = book_deltas(book)
     md = min_delta_charge(net, gross, book.spot, book.params)
     core = max(sr.loss, md)
-    fees = fee_provision(book)
+    provisions = fee_provision(book) + funding_provision(book)
     mm_factor = book.params.portfolio.mm_factor
-    req = Requirement(im=ceil_units(core + fees), mm=ceil_units(core * mm_factor + fees))
-    return PortfolioResult(req, sr, md, fees)
+    req = Requirement(
+        im=ceil_units(core + provisions), mm=ceil_units(core * mm_factor + provisions)
+    )
+    return PortfolioResult(req, sr, md, provisions)
+
+
+def funding_provision(book: Book) -> Fraction:
+    """max(0, sum_perps funding_rate_8h x size x S): the next 8 h of funding the book pays."""
+    scale = book.params.size_scale
+    owed = sum((p.funding_rate * p.size * book.spot / scale for p in book.perps), Fraction(0))
+    return max(Fraction(0), owed)
 
 
 def total_requirement(books: Sequence[Book]) -> Requirement:
@@ -198,6 +208,7 @@ __all__ = [
     "ScanResult",
     "book_deltas",
     "fee_provision",
+    "funding_provision",
     "min_delta_charge",
     "portfolio_requirement",
     "scan",

@@ -24,11 +24,13 @@ OptionKind = Literal["call", "put"]
 @dataclass(frozen=True)
 class PerpPosition:
     """A perpetual position: ``size`` in size units, ``mark`` in base units per whole unit,
-    ``leverage`` chosen by the user (IMF_eff = max(1/leverage, IMF_base))."""
+    ``leverage`` chosen by the user (IMF_eff = max(1/leverage, IMF_base)), and the market's
+    current 8-hour funding rate."""
 
     size: int
     mark: int
     leverage: Fraction | int = 1
+    funding_rate: Fraction = Fraction(0)  # per 8 h; the portfolio funding provision uses it
 
 
 @dataclass(frozen=True)

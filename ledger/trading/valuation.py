@@ -141,7 +141,10 @@ def summarize(
             accrued = -size * (market.funding_index - snapshot) // (scale * FUNDING_SCALE)
             pnl = size * mark // scale - cost + accrued
             value += pnl
-            perps.setdefault(inst.underlying, []).append(PerpPosition(size, mark, mode.leverage))
+            rate = Fraction(market.funding_rate)
+            perps.setdefault(inst.underlying, []).append(
+                PerpPosition(size, mark, mode.leverage, rate)
+            )
         else:
             assert inst.kind == "option" and inst.strike and inst.option_kind and inst.expiry
             accrued = 0
