@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.core.accounts import (
+    BRIDGE,
     CLEARING,
     FEES,
     FUNDING,
     INSURANCE,
+    SYSTEM_ACCOUNTS,
     AccountKind,
     account_kind,
     is_system,
@@ -35,6 +37,7 @@ from ledger.trading.market import check_listing, price_changes
 from ledger.trading.plan import Changes, Plan, lookup
 from ledger.trading.positions import Legs, accrued_funding
 from ledger.trading.settlement import plan_settlement
+from ledger.trading.socialised_loss import haircut
 from ledger.trading.state import ISOLATED, MAX_LEVERAGE, MODES, AccountMode, TradingState
 from ledger.trading.valuation import listed_instrument, summarize
 
@@ -158,9 +161,19 @@ class TradingRules:
             {p.account for p in request.postings if p.amount < 0 and not is_system(p.account)}
         )
         risky = [a for a in debited if state.holdings(a) or _holds_spot(state, balances, a)]
-        if not risky:
+        postings = request.postings
+        if request.kind == TxKind.WITHDRAWAL.value:
+            paid = sum(p.amount for p in postings if p.account == BRIDGE)
+            cut = haircut(paid, balances)
+            if cut:
+                legs = Legs()
+                for p in postings:
+                    legs.add(p.account, p.asset, p.amount)
+                legs.move(BRIDGE, INSURANCE, USDC.code, cut)
+                postings = legs.postings()
+        if not risky and postings is request.postings:
             return None  # USDC only: the journal's no-negative-balance rule is the check
-        plan = Plan(request.postings, state, balances, now_us, request.kind, self._is_position)
+        plan = Plan(postings, state, balances, now_us, request.kind, self._is_position)
         plan.checked = risky
         plan.before = {a: summarize(a, lookup(balances), state, now_us) for a in risky}
         return plan
@@ -221,6 +234,8 @@ class TradingRules:
         """Accounts whose state a request needs beyond its own postings, and the order ids
         it fills (the store loads them before applying the batch)."""
         kind = request.kind
+        if kind == TxKind.WITHDRAWAL.value:
+            return set(SYSTEM_ACCOUNTS), set()  # the socialised-loss haircut reads them
         if kind not in (
             TxKind.FILL.value,
             TxKind.FUNDING.value,
