@@ -60,8 +60,7 @@ def test_withdrawals_are_haircut_while_the_fund_is_negative(book: Ledger) -> Non
 
 def test_no_haircut_once_the_fund_is_recapitalised(book: Ledger) -> None:
     _bankrupt_alice(book)
-    book.deposit(BOB, "1")  # keep BOB's nonce story simple: the operator tops up the fund
-    shortfall = -_usdc(book, INSURANCE)
+    shortfall = -_usdc(book, INSURANCE)  # BOB recapitalises the fund himself
     book.transfer(BOB, INSURANCE, shortfall, wallet=BOB_WALLET, nonce=2)
     assert _usdc(book, INSURANCE) == 0
     receipt = book.withdraw(BOB, 10 * USDC, wallet=BOB_WALLET, nonce=3)
