@@ -48,7 +48,8 @@ def _moved(state: TradingState, underlying: str, factor: float, now_us: int) -> 
 def liquidation_prices(
     account: str, state: TradingState, balances: Mapping[tuple[str, str], int], now_us: int
 ) -> dict[str, list[int]]:
-    """Per underlying, the index prices (USDC base units) where AV = MMR."""
+    """Per underlying, the index prices (USDC base units, to the price tick) where
+    AV = MMR."""
     config = state.config
     if config is None:
         return {}
@@ -80,6 +81,7 @@ def liquidation_prices(
                     a = mid
                 else:
                     b = mid
-            roots.append(round(index * (a + b) / 2))
+            tick = config.underlyings[underlying].price_tick
+            roots.append(round(index * (a + b) / 2 / tick) * tick)
         out[underlying] = roots
     return out
