@@ -22,6 +22,7 @@ from ledger.errors import InvalidMarketEvent, NotLiquidatable
 from ledger.margin.config import MarginConfig, default_config_text, load_config_text
 from ledger.store.sql import Receipt, SqlStore
 from ledger.trading.liquidation_price import liquidation_prices
+from ledger.trading.market import implied_vol
 from ledger.trading.settlement import expiring
 from ledger.trading.state import MAX_LEVERAGE, TradingState
 from ledger.trading.valuation import AccountSummary, listed_instrument, summarize
@@ -76,15 +77,14 @@ class Venue:
         {"mark": "70010"}}``. Ticks each perp's funding index."""
         units = {
             name: {
-                field: value if field == "iv" else price_units(value)
+                field: implied_vol(value, f"iv of {name}") if field == "iv" else price_units(value)
                 for field, value in fields.items()
             }
             for name, fields in prices.items()
         }
-        now = self.clock()
         request = make_request(
             TxKind.PRICE_UPDATE.value,
-            key or _digest_key("prices", units, now),
+            key or self._state_key("prices", units),
             (),
             {"prices": units},
         )
@@ -167,9 +167,8 @@ class Venue:
     # ------------------------------------------------------------------ forced transitions
     def realise_funding(self, account: str) -> Receipt:
         """Post the funding ``account``'s perps have accrued (operator-signed)."""
-        now = self.clock()
         request = make_request(
-            TxKind.FUNDING.value, _digest_key("funding", account, now), (), {"account": account}
+            TxKind.FUNDING.value, self._state_key("funding", account), (), {"account": account}
         )
         return self.system(request)
 
@@ -202,8 +201,7 @@ class Venue:
     def liquidate(self, account: str) -> Receipt:
         """Liquidate ``account`` (it must be under its maintenance margin)."""
         canonical = canonical_account(account)
-        now = self.clock()
-        key = _digest_key("liquidate", canonical, now)
+        key = self._state_key("liquidate", canonical)
         return self.system(make_request(TxKind.LIQUIDATION.value, key, (), {"account": canonical}))
 
     def liquidatable(self) -> list[AccountSummary]:
@@ -249,6 +247,11 @@ class Venue:
         state = self._state([canonical])
         balances = self.store.balances_of([canonical])
         return liquidation_prices(canonical, state, balances, self.clock())
+
+    def _state_key(self, prefix: str, *parts: object) -> str:
+        # Keyed by the chain head: retrying against the same state is an idempotent no-op,
+        # and the same event after anything else happened is a new transaction.
+        return _digest_key(prefix, self.store.head().seq, *parts)
 
     def _state(self, accounts: list[str]) -> TradingState:
         return self.store.trading_state(accounts)

@@ -121,10 +121,17 @@ class Session:
         self.clock.advance(after_s)
         return self.book.publish_prices(prices)
 
-    def btc(self, price: str, *, after_s: int = 60, **marks: Mapping[str, str]) -> Receipt:
-        """BTC index and perp mark at ``price`` (plus option marks ``{name: {...}}``)."""
+    def btc(
+        self,
+        price: str,
+        marks: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        after_s: int = 60,
+    ) -> Receipt:
+        """BTC index and perp mark at ``price``, plus ``marks`` (``{name: {"mark": ...}}``,
+        which may override the perp's)."""
         prices: dict[str, Mapping[str, str]] = {"BTC": {"index": price}, PERP: {"mark": price}}
-        prices.update(marks)
+        prices.update(marks or {})
         return self.publish(prices, after_s=after_s)
 
     def order(
@@ -363,7 +370,7 @@ def test_option_fills_premium_and_capped_fee(venue: Session) -> None:
     book.deposit(BOB, "50000")
     venue.btc(
         "70000",
-        **{CHEAP: {"mark": "20", "iv": "0.8"}, RICH: {"mark": "3000", "iv": "0.55"}},
+        {CHEAP: {"mark": "20", "iv": "0.8"}, RICH: {"mark": "3000", "iv": "0.55"}},
     )
     cheap = venue.trade(ALICE, BOB, CHEAP, "1", "20")
     # premium 1 x 20 = 20; fee per side min(0.0075% x 70,000 x 1 = 5.25, 12.5% x 20 = 2.5):
@@ -413,13 +420,13 @@ def test_funding_ticks_accrue_and_realise(venue: Session) -> None:
     # 0.01% x 70,000 USDC x 10 s / 8 h = 7 USDC x 10 / 28,800 per BTC, x 10**9 (scale)
     # = 7,000,000 x 10**9 / 2,880 base units = 2,430,555,555,555.5... -> floor.
     # New premium 70 / 70,000 = 0.1%: rate = 0.1% + clip(0.01% - 0.1%, ±0.05%) = 0.05%.
-    t1 = venue.btc("70000", after_s=10, **{PERP: {"mark": "70070"}}).tx.recorded_at
+    t1 = venue.btc("70000", {PERP: {"mark": "70070"}}, after_s=10).tx.recorded_at
     assert t1 - t0 == 10_000_000
     market = book.store.trading_state().markets[PERP]
     assert (market.funding_index, market.funding_rate) == (2_430_555_555_555, "1/2000")
     # Tick 2, 10 s later again: 0.05% x 70,000 x 10 / 28,800 = 35,000,000 x 10**9 / 2,880
     # = 12,152,777,777,777.7... -> floor; index 2,430,555,555,555 + 12,152,777,777,777.
-    venue.btc("70000", after_s=10, **{PERP: {"mark": "70070"}})
+    venue.btc("70000", {PERP: {"mark": "70070"}}, after_s=10)
     growth = 14_583_333_333_332
     assert book.store.trading_state().markets[PERP].funding_index == growth
     assert growth * 10**8 // (10**8 * FUNDING_SCALE) == 14_583  # per BTC, base units
@@ -461,7 +468,7 @@ def test_expiry_settlement(venue: Session) -> None:
     book.deposit(ALICE, "10000")
     book.deposit(BOB, "50000")
     book.deposit(CAROL, "10000")
-    venue.btc("70000", **{CALL: {"mark": "400", "iv": "0.55"}, PUT: {"mark": "300", "iv": "0.6"}})
+    venue.btc("70000", {CALL: {"mark": "400", "iv": "0.55"}, PUT: {"mark": "300", "iv": "0.6"}})
     # fee per side: call min(5.25, 12.5% x 400 = 50) = 5.25; puts min(10.5, 12.5% x 600) = 10.5
     venue.trade(ALICE, BOB, CALL, "1", "400")
     venue.trade(CAROL, BOB, PUT, "2", "300")
@@ -622,7 +629,7 @@ def test_bad_input_writes_nothing(venue: Session) -> None:
     book.deposit(ALICE, "10000")
     book.deposit(BOB, "10000")
     expired = option("20251231", 70000, "C")  # expired 2025-12-31T08:00Z, before EPOCH_US
-    venue.btc("70000", **{expired: {"mark": "100", "iv": "0.5"}})
+    venue.btc("70000", {expired: {"mark": "100", "iv": "0.5"}})
     buy = venue.order(ALICE, PERP, "buy", "0.5", "70000")
     sell = venue.order(BOB, PERP, "sell", "0.5", "70000")
     partly = venue.order(BOB, PERP, "sell", "0.5", "70000")
@@ -807,11 +814,6 @@ def test_bad_input_writes_nothing(venue: Session) -> None:
     assert book.audit().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: publish_prices passes a float iv unvalidated into the request metadata; "
-    "canonical_json raises TypeError (not a LedgerError) instead of InvalidMarketEvent",
-)
 @pytest.mark.parametrize("iv", [float("nan"), 0.55], ids=["nan", "float"])
 def test_float_iv_is_a_market_event_error(venue: Session, iv: float) -> None:
     book = venue.book
@@ -1015,7 +1017,7 @@ def test_portfolio_margin_credits_a_hedged_perp(venue: Session) -> None:
     book.deposit(ALICE, "10000")
     book.deposit(BOB, "100000")
     book.deposit(CAROL, "2000")
-    venue.btc("70000", **{PUT_70K: {"mark": "5600", "iv": "0.5"}})
+    venue.btc("70000", {PUT_70K: {"mark": "5600", "iv": "0.5"}})
     venue.trade(ALICE, BOB, PERP, "1", "70000")
     venue.trade(ALICE, BOB, PUT_70K, "1", "5600")  # fee min(5.25, 700) = 5.25
     venue.trade(CAROL, BOB, PERP, "1", "70000")
@@ -1049,15 +1051,6 @@ def test_portfolio_margin_credits_a_hedged_perp(venue: Session) -> None:
     assert book.audit().ok
 
 
-SETTING_BUG = (
-    "BUG: a margin-mode change is checked against an empty book: TradingRules.touched() "
-    "names no account for an account_setting, so the store loads neither the account's "
-    "balances nor its positions; the change is accepted live and the audit then reports "
-    "'the trading rules reject it on replay'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SETTING_BUG)
 def test_switch_to_portfolio_is_margin_checked(venue: Session) -> None:
     book = venue.book
     book.deposit(BOB, "100000")
@@ -1080,7 +1073,6 @@ def test_switch_to_portfolio_is_margin_checked(venue: Session) -> None:
     assert book.audit().ok
 
 
-@pytest.mark.xfail(strict=True, reason=SETTING_BUG)
 def test_a_sub_account_holding_two_markets_cannot_be_isolated(venue: Session) -> None:
     book = venue.book
     book.deposit(ALICE, "10000")
@@ -1111,7 +1103,7 @@ def test_covered_call_needs_less_than_a_naked_one(venue: Session) -> None:
     book.deposit(ALICE, "1", asset="BTC")
     book.deposit(BOB, "10000")
     book.deposit(CAROL, "10000")
-    venue.btc("70000", **{CALL_80K: {"mark": "600", "iv": "0.5"}})
+    venue.btc("70000", {CALL_80K: {"mark": "600", "iv": "0.5"}})
     venue.trade(BOB, ALICE, CALL_80K, "1", "600")  # covered by ALICE's 1 BTC
     venue.trade(BOB, CAROL, CALL_80K, "1", "600")  # naked
     # fee per side min(0.0075% x 70,000 = 5.25, 12.5% x 600 = 75) = 5.25
@@ -1132,9 +1124,11 @@ def test_what_if_equals_the_real_fill(venue: Session) -> None:
     venue.btc("70000")
     head = book.store.head()
     balances = book.store.current_balances()
+    state = list(book.store.trading_state().rows())
     what_if = book.margin(ALICE, "buy 0.5 BTC-USD-PERP @ 70000")
     assert book.store.head() == head
     assert book.store.current_balances() == balances
+    assert list(book.store.trading_state().rows()) == state
     assert numbers(book.margin(ALICE)) == (usdc("10000"), 0, 0)  # unchanged
     # as taker: AV 10,000 - 15.75, IMR 715.75, MMR 365.75
     assert numbers(what_if) == (usdc("9984.25"), usdc("715.75"), usdc("365.75"))
@@ -1151,10 +1145,12 @@ def test_liquidation_price_of_a_long_perp(venue: Session) -> None:
     venue.trade(ALICE, BOB, PERP, "0.5", "70000")
     # AV(p) = 984.25 + 0.5 x (p - 70,000) = 0.5 p - 34,015.75; MMR(p) = 0.5 p x 1.045%.
     # AV = MMR at p = 34,015.75 / 0.494775 = 68,749.93684...
+    # The ledger reports it to the tick on the liquidatable side (0.01 below): 68,749.93.
     [root] = book.liquidation_prices(ALICE)["BTC"]
-    assert abs(root - 68_749_936_840) <= 10_000
-    # valued there: at 68,749.93 AV 359.215 < MMR 359.218385; at 68,749.94 AV 359.22
-    # >= MMR 359.218437 (ceil 359.218437)
+    assert root == usdc("68749.93")
+    # Valued a tick either side. At 68,749.93: AV 984.25 - 0.5 x 1,250.07 = 359.215;
+    # MMR 34,374.965 x 1.045% = 359.21838425, rounded up 359.218385: liquidatable.
+    # At 68,749.94: AV 359.22 >= MMR 34,374.97 x 1.045% = 359.2184365 -> 359.218437.
     venue.btc("68749.93")
     assert numbers(venue.margin(ALICE))[::2] == (usdc("359.215"), usdc("359.218385"))
     assert [s.account for s in book.liquidatable()] == [ALICE]
@@ -1170,7 +1166,7 @@ def test_liquidation_prices_of_a_short_straddle(venue: Session) -> None:
     call = option(MARCH, 70000, "C")
     venue.btc(
         "70000",
-        **{call: {"mark": "5600", "iv": "0.5"}, PUT_70K: {"mark": "5600", "iv": "0.5"}},
+        {call: {"mark": "5600", "iv": "0.5"}, PUT_70K: {"mark": "5600", "iv": "0.5"}},
     )
     venue.trade(BOB, ALICE, call, "1", "5600")
     venue.trade(BOB, ALICE, PUT_70K, "1", "5600")
@@ -1227,8 +1223,11 @@ def test_audit_after_a_session_and_after_tampering(venue: Session) -> None:
     divergence = tampered.divergence
     assert divergence is not None and (divergence.seq, divergence.block) == (seq, None)
     assert tampered.head_seq == seq
-    assert any(
-        p.startswith("postings differ from what the trading rules compute")
-        for p in divergence.problems
-    ), divergence.problems
+    differ, hashed = divergence.problems
+    assert differ.startswith("postings differ from what the trading rules compute: stored [")
+    # ALICE's fee leg as stored and as the rules compute it
+    stored, replayed = differ.split("], replay [")
+    assert f"account='{ALICE}', asset='USDC', amount=-14750000" in stored
+    assert f"account='{ALICE}', asset='USDC', amount=-15750000" in replayed
+    assert hashed == "stored hash does not match the transaction's contents"
     assert f"divergence at seq {seq}" in divergence.describe()

@@ -23,7 +23,7 @@ from typing import Any
 from ledger.core.accounts import CLEARING, FEES, FUNDING, owner_of
 from ledger.core.amounts import USDC
 from ledger.core.authorization import AuthState
-from ledger.core.orders import BUY, SELL, Order, check_fill
+from ledger.core.orders import BUY, SELL, FillViolatesOrder, Order, check_fill
 from ledger.errors import (
     InstrumentClosed,
     InvalidMarginMode,
@@ -114,6 +114,11 @@ def plan_fill(
     spec = FillSpec(meta, params)
     check_open(inst, state, now_us)
     buy, sell = read_orders(meta, auth_state)
+    if owner_of(buy.account) == owner_of(sell.account):
+        raise FillViolatesOrder(
+            f"{owner_of(buy.account)} cannot trade with itself: {buy.account} and "
+            f"{sell.account} have one owner"
+        )
     filled = {o.order_id: state.filled.get(o.order_id, 0) for o in (buy, sell)}
     check_fill(buy, sell, name, spec.price, spec.size, filled, now_us // 1_000_000)
     for order in (buy, sell):

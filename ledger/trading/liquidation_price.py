@@ -11,6 +11,7 @@ crossings, or none.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -81,7 +82,9 @@ def liquidation_prices(
                     a = mid
                 else:
                     b = mid
+            # To the tick on the liquidatable side: the reported price already liquidates.
             tick = config.underlyings[underlying].price_tick
-            roots.append(round(index * (a + b) / 2 / tick) * tick)
+            ticks = index * (a + b) / 2 / tick
+            roots.append((math.ceil(ticks) if fa >= 0 else math.floor(ticks)) * tick)
         out[underlying] = roots
     return out

@@ -236,6 +236,11 @@ class TradingRules:
         kind = request.kind
         if kind == TxKind.WITHDRAWAL.value:
             return set(SYSTEM_ACCOUNTS), set()  # the socialised-loss haircut reads them
+        if kind == TxKind.ACCOUNT_SETTING.value:
+            try:  # the account whose mode changes: its whole book is checked
+                return {canonical_account(str(_meta(request)["auth"]["message"]["account"]))}, set()
+            except (ValueError, KeyError, TypeError, LedgerError):
+                return set(), set()  # malformed: the signature check refuses it
         if kind not in (
             TxKind.FILL.value,
             TxKind.FUNDING.value,
