@@ -217,9 +217,10 @@ def cross_requirement(
     free collateral: it is returned as ``spot_used_for_cover``. Covering short calls with
     spot is our choice, not Paradex's (which charges spot at 100%).
     """
-    total = ZERO
+    im = mm = 0
     for perp in perps:
-        total = total + perp_requirement(perp, params)
+        req = perp_requirement(perp, params)
+        im, mm = im + req.im, mm + req.mm
     available = max(0, spot_holding)
     opts = list(options)
     short_calls = sorted(
@@ -232,5 +233,6 @@ def cross_requirement(
         covered_for[i] = c
         available -= c
     for i, o in enumerate(opts):
-        total = total + option_requirement(o, spot, params, covered_for.get(i, 0))
-    return CrossResult(total, max(0, spot_holding) - available)
+        req = option_requirement(o, spot, params, covered_for.get(i, 0))
+        im, mm = im + req.im, mm + req.mm
+    return CrossResult(Requirement(im, mm), max(0, spot_holding) - available)

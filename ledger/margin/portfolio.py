@@ -104,11 +104,44 @@ def book_deltas(book: Book) -> tuple[Fraction, Fraction]:
     return net, gross + Fraction(math.fsum(abs(d) for d in option_deltas))
 
 
-@lru_cache(maxsize=1 << 16)
-def _price(kind: OptionKind, forward: float, strike: float, t: float, sigma: float) -> float:
-    # Cached: the before/after checks of one fill, and fills in the same second on the
-    # same series, reprice the same options in the same scenarios.
-    return black76.price(kind, forward, strike, t, sigma)
+_SQRT2 = math.sqrt(2.0)
+
+
+@lru_cache(maxsize=1 << 14)
+def _repricing(
+    kind: OptionKind,
+    spot: float,
+    strike: float,
+    t: float,
+    iv: float,
+    shocked: tuple[tuple[float, float], ...],
+) -> tuple[float, ...]:
+    """p1 - p0 per scenario for one option (``shocked``: moved spot and shocked vol per
+    scenario), Black-76 at r = 0 inlined. Cached: the checks of one fill, and fills within
+    one second on the same series, reprice the same options in the same scenarios."""
+    p0 = black76.price(kind, spot, strike, t, iv)
+    if t <= 0.0 or strike <= 0.0:
+        return tuple(black76.price(kind, f, strike, t, v) - p0 for f, v in shocked)
+    call = kind == "call"
+    erf, log, rt = math.erf, math.log, math.sqrt(t)
+    out = []
+    for f, sigma in shocked:
+        if sigma <= 0.0 or f <= 0.0:
+            p1 = max(0.0, f - strike) if call else max(0.0, strike - f)
+        else:
+            sd = sigma * rt
+            d1 = (log(f / strike) + 0.5 * sd * sd) / sd
+            d2 = d1 - sd
+            if call:
+                p1 = f * (0.5 * (1.0 + erf(d1 / _SQRT2))) - strike * (
+                    0.5 * (1.0 + erf(d2 / _SQRT2))
+                )
+            else:
+                p1 = strike * (0.5 * (1.0 + erf(-d2 / _SQRT2))) - f * (
+                    0.5 * (1.0 + erf(-d1 / _SQRT2))
+                )
+        out.append(p1 - p0)
+    return tuple(out)
 
 
 def _option_totals(book: Book) -> list[float]:
@@ -123,14 +156,13 @@ def _option_totals(book: Book) -> list[float]:
     floor = float(pp.vol_floor_up)
     terms: list[list[float]] = [[] for _ in scenarios]
     for o in book.options:
-        t = o.dte / DAYS_PER_YEAR
-        k = float(o.strike)
-        p0 = _price(o.kind, s0, k, t, o.iv)
         weight = min(1.0, max(0.0, o.dte / window)) * o.size / book.params.size_scale
         power = short_power if o.dte < pp.dte_threshold else long_power
-        for i, shock in enumerate(shocks):
-            iv1 = black76.shocked_vol_at(o.iv, shock, o.dte, power, floor)
-            terms[i].append((_price(o.kind, moved[i], k, t, iv1) - p0) * weight)
+        vols = {v: black76.shocked_vol_at(o.iv, v, o.dte, power, floor) for v in set(shocks)}
+        shocked = tuple(zip(moved, (vols[v] for v in shocks), strict=True))
+        changes = _repricing(o.kind, s0, float(o.strike), o.dte / DAYS_PER_YEAR, o.iv, shocked)
+        for column, change in zip(terms, changes, strict=True):
+            column.append(change * weight)
     return [math.fsum(column) for column in terms]
 
 
@@ -147,16 +179,43 @@ def scenario_pnls(book: Book) -> list[Fraction]:
     ]
 
 
-def scan(book: Book, pnls: Sequence[Fraction] | None = None) -> ScanResult:
-    """SCAN = max(0, max_i(-w_i x PnL_i)), remembering the worst scenario (first on ties)."""
-    worst = Fraction(0)
-    index: int | None = None
+_WEIGHTS: dict[int, tuple[tuple[Scenario, ...], int, list[int], list[int]]] = {}
+
+
+def _weights(scenarios: tuple[Scenario, ...]) -> tuple[int, list[int], list[int]]:
+    """G, and per scenario w x m x G and w x G as integers (cached per scenario table)."""
+    hit = _WEIGHTS.get(id(scenarios))
+    if hit is not None and hit[0] is scenarios:
+        return hit[1], hit[2], hit[3]
+    g = math.lcm(*(sc.weight.denominator * sc.spot_move.denominator for sc in scenarios))
+    wm = [int(sc.weight * sc.spot_move * g) for sc in scenarios]
+    w = [int(sc.weight * g) for sc in scenarios]
+    _WEIGHTS[id(scenarios)] = (scenarios, g, wm, w)
+    return g, wm, w
+
+
+def scan(book: Book) -> ScanResult:
+    """SCAN = max(0, max_i(-w_i x PnL_i)), remembering the worst scenario (first on ties).
+
+    Exact, in integers: each loss is scaled by G x size_scale x 2**e (G the scenario
+    weights' and moves' common denominator, 2**e the options' float totals' largest
+    denominator), so one Fraction is built, for the worst scenario only.
+    """
     scenarios = book.params.portfolio.scenarios
-    for i, (sc, pnl) in enumerate(zip(scenarios, pnls or scenario_pnls(book), strict=True)):
-        loss = -sc.weight * pnl
+    scale = book.params.size_scale
+    linear = sum(p.size * p.mark for p in book.perps) + book.spot_holding * book.spot
+    totals = _option_totals(book) if book.options else [0.0] * len(scenarios)
+    ratios = [total.as_integer_ratio() for total in totals]
+    e = max(d.bit_length() - 1 for _, d in ratios)
+    g, wm, w = _weights(scenarios)
+    worst, index = 0, None
+    for i, (n, d) in enumerate(ratios):
+        loss = -(wm[i] * linear << e) - w[i] * n * scale * ((1 << e) // d)
         if loss > worst:
             worst, index = loss, i
-    return ScanResult(worst, index, scenarios[index] if index is not None else None)
+    return ScanResult(
+        Fraction(worst, g * scale << e), index, scenarios[index] if index is not None else None
+    )
 
 
 def fee_provision(book: Book) -> Fraction:

@@ -14,15 +14,13 @@ Units:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple
 
 OptionKind = Literal["call", "put"]
 
 
-@dataclass(frozen=True)
-class PerpPosition:
+class PerpPosition(NamedTuple):
     """A perpetual position: ``size`` in size units, ``mark`` in base units per whole unit,
     ``leverage`` chosen by the user (IMF_eff = max(1/leverage, IMF_base)), and the market's
     current 8-hour funding rate."""
@@ -33,8 +31,7 @@ class PerpPosition:
     funding_rate: Fraction = Fraction(0)  # per 8 h; the portfolio funding provision uses it
 
 
-@dataclass(frozen=True)
-class OptionPosition:
+class OptionPosition(NamedTuple):
     """A European cash-settled option position (see module docstring for units)."""
 
     kind: OptionKind

@@ -37,6 +37,7 @@ from ledger.margin.params import UnderlyingParams
 from ledger.trading.plan import Changes
 from ledger.trading.positions import Legs, accrued_funding, trade
 from ledger.trading.state import ISOLATED, Position, TradingState
+from ledger.trading.valuation import listed_instrument
 
 
 class FillSpec:
@@ -109,7 +110,7 @@ def plan_fill(
     name = meta.get("market")
     if config is None or not isinstance(name, str):
         raise InvalidMarketEvent("a fill names a listed market")
-    inst = state.instrument(name)
+    inst = listed_instrument(state.config_text, name)
     params = config.underlyings[inst.underlying]
     spec = FillSpec(meta, params)
     check_open(inst, state, now_us)

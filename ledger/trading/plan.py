@@ -110,15 +110,27 @@ class Plan:
     is_position: Callable[[str], bool]
     changes: Changes = field(default_factory=Changes)
     checked: Sequence[str] = ()
-    before: dict[str, AccountSummary] = field(default_factory=dict)
 
     def check(self, after: Balances) -> None:
-        undo = self.changes.apply(self.state)
+        state, now = self.state, self.now_us
+        undo = self.changes.apply(state)
         try:
             value = lookup(self.balances, after)
-            for account in self.checked:
-                summary = summarize(account, value, self.state, self.now_us)
-                require_margin(self.what, self.before[account], summary)
+            short = [s for s in (summarize(a, value, state, now) for a in self.checked)]
+            short = [s for s in short if s.value < s.im]
+        except BaseException:
+            undo()
+            raise
+        if not short:
+            return
+        # Only an account left under its initial margin needs its value before the
+        # transition (whether it reduced risk): value it on the state without the changes.
+        undo()
+        before = {s.account: summarize(s.account, lookup(self.balances), state, now) for s in short}
+        undo = self.changes.apply(state)
+        try:
+            for summary in short:
+                require_margin(self.what, before[summary.account], summary)
         except BaseException:
             undo()
             raise

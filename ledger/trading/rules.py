@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ledger.core.accounts import (
@@ -34,12 +33,12 @@ from ledger.errors import InvalidMarginMode, InvalidMarketEvent, LedgerError
 from ledger.trading.fills import plan_fill
 from ledger.trading.liquidation import plan_liquidation
 from ledger.trading.market import check_listing, price_changes
-from ledger.trading.plan import Changes, Plan, lookup
+from ledger.trading.plan import Changes, Plan
 from ledger.trading.positions import Legs, accrued_funding
 from ledger.trading.settlement import plan_settlement
 from ledger.trading.socialised_loss import haircut
 from ledger.trading.state import ISOLATED, MAX_LEVERAGE, MODES, AccountMode, TradingState
-from ledger.trading.valuation import listed_instrument, summarize
+from ledger.trading.valuation import listed_instrument
 
 _USER_CHECKED = frozenset({TxKind.WITHDRAWAL.value, TxKind.TRANSFER.value})
 
@@ -50,10 +49,15 @@ class TradingAssets(Mapping[str, Asset]):
 
     def __init__(self, state: TradingState) -> None:
         self._state = state
+        self._known: dict[str, Asset] = {USDC.code: USDC}
 
     def __getitem__(self, code: str) -> Asset:
-        if code == USDC.code:
-            return USDC
+        asset = self._known.get(code)
+        if asset is None:
+            asset = self._known[code] = self._lookup(code)
+        return asset
+
+    def _lookup(self, code: str) -> Asset:
         config = self._state.config
         if config is None:
             raise KeyError(code)
@@ -85,19 +89,20 @@ def _meta(request: TxRequest) -> dict[str, Any]:
     return meta
 
 
-@dataclass(slots=True)
 class TradingRules:
     """The journal's rules over a :class:`TradingState` (see module doc)."""
 
-    state: TradingState
+    def __init__(self, state: TradingState) -> None:
+        self.state = state
+        self._assets = TradingAssets(state)
 
     @property
     def assets(self) -> Mapping[str, Asset]:
-        return TradingAssets(self.state)
+        return self._assets
 
     def _is_position(self, code: str) -> bool:
         try:
-            return TradingAssets(self.state)[code].signed
+            return self._assets[code].signed
         except KeyError:
             return False
 
@@ -139,7 +144,6 @@ class TradingRules:
             legs, changes, accounts = plan_fill(_meta(request), state, balances, auth_state, now_us)
             plan = self._plan(legs, balances, now_us, "fill", changes)
             plan.checked = accounts
-            plan.before = {a: summarize(a, lookup(balances), state, now_us) for a in accounts}
             return plan
         if kind == TxKind.FUNDING.value:
             legs, changes = self._realise_funding(_meta(request), balances)
@@ -175,7 +179,6 @@ class TradingRules:
             return None  # USDC only: the journal's no-negative-balance rule is the check
         plan = Plan(postings, state, balances, now_us, request.kind, self._is_position)
         plan.checked = risky
-        plan.before = {a: summarize(a, lookup(balances), state, now_us) for a in risky}
         return plan
 
     def _set_mode(
@@ -207,7 +210,6 @@ class TradingRules:
             Changes(modes={account: AccountMode(mode, leverage)}),
         )
         plan.checked = (account,)
-        plan.before = {account: summarize(account, lookup(balances), self.state, now_us)}
         return plan
 
     def _realise_funding(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
 from ledger.core.amounts import USDC
 from ledger.errors import MarketDataMissing
@@ -35,8 +36,7 @@ def listed_instrument(config_text: str, name: str) -> Instrument:
     return parse_listing(config_text).instrument(name)
 
 
-@dataclass(frozen=True, slots=True)
-class PositionView:
+class PositionView(NamedTuple):
     """One position as the margin check saw it."""
 
     instrument: str
