@@ -61,7 +61,6 @@ from ledger.margin import black76
 from ledger.margin.config import default_config_text
 from ledger.margin.positions import OptionKind
 from ledger.trading import plan as plan_module
-from ledger.trading import rules as rules_module
 from ledger.trading.state import (
     CROSS,
     MAX_LEVERAGE,
@@ -390,11 +389,11 @@ def summarize_stub(
 
 
 def without_margin_check(book: Ledger, requests: Sequence[TxRequest]) -> dict[str, int]:
-    """Fills/s of one append with ``summarize`` replaced by a free stub in the two modules
-    that call it on the fill path (nothing under ledger/ is edited): the ceiling the rest of
+    """Fills/s of one append with ``summarize`` replaced by a free stub in the module that
+    calls it on the fill path (nothing under ledger/ is edited): the ceiling the rest of
     the state machine and SQLite leave."""
-    saved = rules_module.summarize, plan_module.summarize
-    rules_module.summarize = plan_module.summarize = summarize_stub
+    saved = plan_module.summarize
+    plan_module.summarize = summarize_stub
     STUB_CALLS[0] = 0
     try:
         cpu, started = time.process_time(), time.perf_counter()
@@ -408,7 +407,7 @@ def without_margin_check(book: Ledger, requests: Sequence[TxRequest]) -> dict[st
             "stubbed_checks_per_fill": round(STUB_CALLS[0] / len(requests), 2),
         }
     finally:
-        rules_module.summarize, plan_module.summarize = saved
+        plan_module.summarize = saved
 
 
 def profile_batch(book: Ledger, requests: Sequence[TxRequest], top: int) -> dict[str, Any]:
