@@ -200,14 +200,15 @@ HISTORY_COLUMNS = ("seq", "recorded_at", "kind", "amount", "balance", "counterpa
 def cmd_history(args: argparse.Namespace) -> int:
     with open_ledger(args) as book:
         lines = book.history(args.account, args.asset)
-        account = book.balance(args.account, args.asset).account
+        balance = book.balance(args.account, args.asset)
+        account, asset = balance.account, balance.asset
     rows = [
         {
             "seq": line.seq,
             "recorded_at": iso(line.recorded_at),
             "kind": line.kind,
-            "amount": format_amount(line.amount),
-            "balance": format_amount(line.balance_after),
+            "amount": format_amount(line.amount, asset),
+            "balance": format_amount(line.balance_after, asset),
             "counterparty": " ".join(line.counterparties),
             "key": line.key,
         }
@@ -236,7 +237,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_tx(args: argparse.Namespace) -> int:
     with open_ledger(args) as book:
         receipt = Receipt(book.transaction(args.seq))
-    print_json(receipt_json(receipt) | {"prev_hash": "0x" + receipt.tx.prev_hash.hex()})
+        shown = receipt_json(receipt, book.assets())
+    print_json(shown | {"prev_hash": "0x" + receipt.tx.prev_hash.hex()})
     return 0
 
 

@@ -62,6 +62,17 @@ def show_receipt(
     print(f"seq {receipt.seq} hash 0x{receipt.hash.hex()} {receipt.tx.kind}{note}")
 
 
+def show_receipts(
+    receipts: list[Receipt], as_json: bool, assets: Mapping[str, Asset] | None = None
+) -> None:
+    """Several receipts: one JSON array (possibly empty), or one line each."""
+    if as_json:
+        print_json([receipt_json(receipt, assets) for receipt in receipts])
+        return
+    for receipt in receipts:
+        show_receipt(receipt, False)
+
+
 def show_header(header: BlockHeader, as_json: bool) -> None:
     if as_json:
         print_json(header.to_json())

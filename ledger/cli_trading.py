@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.cli_support import open_ledger, print_json, read_json, show_receipt
+from ledger.cli_support import open_ledger, print_json, read_json, show_receipt, show_receipts
 from ledger.core.amounts import USDC, Asset, format_amount
-from ledger.errors import MalformedEnvelope
+from ledger.errors import InvalidMarketEvent, MalformedEnvelope
 from ledger.ledger import Ledger
 from ledger.trading.state import MAX_LEVERAGE, MODES
 from ledger.trading.valuation import AccountSummary
@@ -44,7 +44,9 @@ def summary_json(
         "maintenance_margin": _usdc(summary.mm),
         "free_collateral": _usdc(summary.free_collateral),
         "max_withdrawable": _usdc(summary.max_withdrawable),
-        "margin_ratio": None if ratio is None else f"{float(ratio) * 100:.2f}%",
+        "margin_ratio": None
+        if ratio is None
+        else ("inf" if summary.value <= 0 else f"{float(ratio) * 100:.2f}%"),
         "liquidatable": summary.liquidatable,
         "positions": [
             {
@@ -150,12 +152,14 @@ def _price_arg(text: str) -> tuple[str, str, str]:
 def cmd_prices(args: argparse.Namespace) -> int:
     prices: dict[str, dict[str, int | str]] = {}
     for name, field, value in args.price:
-        prices.setdefault(name, {})[field] = value
+        if field in prices.setdefault(name, {}):
+            raise InvalidMarketEvent(f"{name}:{field} is given twice")
+        prices[name][field] = value
     with open_ledger(args, operator=True) as book:
-        show_receipt(book.publish_prices(prices, key=args.key), args.json)
+        receipts = [book.publish_prices(prices, key=args.key)]
         if not args.no_liquidate:
-            for receipt in book.liquidate_all():
-                show_receipt(receipt, args.json, book.assets())
+            receipts += book.liquidate_all()
+        show_receipts(receipts, args.json, book.assets())
     return 0
 
 
@@ -204,16 +208,15 @@ def cmd_funding(args: argparse.Namespace) -> int:
 
 def cmd_settle_expiry(args: argparse.Namespace) -> int:
     with open_ledger(args, operator=True) as book:
-        for receipt in book.settle_expiry(args.expiry, args.price, args.underlying):
-            show_receipt(receipt, args.json, book.assets())
+        receipts = book.settle_expiry(args.expiry, args.price, args.underlying)
+        show_receipts(receipts, args.json, book.assets())
     return 0
 
 
 def cmd_liquidate(args: argparse.Namespace) -> int:
     with open_ledger(args, operator=True) as book:
         receipts = [book.liquidate(args.account)] if args.account else book.liquidate_all()
-        for receipt in receipts:
-            show_receipt(receipt, args.json, book.assets())
+        show_receipts(receipts, args.json, book.assets())
         if not receipts and not args.json:
             print("no account is under its maintenance margin")
     return 0

@@ -21,6 +21,7 @@ from ledger.core.orders import Order
 from ledger.errors import InvalidMarketEvent, NotLiquidatable
 from ledger.margin.config import MarginConfig, default_config_text, load_config_text
 from ledger.store.sql import Receipt, SqlStore
+from ledger.trading.fills import check_steps
 from ledger.trading.liquidation_price import liquidation_prices
 from ledger.trading.market import implied_vol
 from ledger.trading.settlement import expiring
@@ -105,16 +106,9 @@ class Venue:
     ) -> dict[str, Any]:
         """An order signed by ``wallet`` (a fill carries two of them)."""
         inst = listed_instrument(self._listing(), market)
-        return wallet.order(
-            account,
-            market,
-            side,
-            size_units(size, inst.size_scale),
-            price_units(limit_price),
-            self.domain,
-            nonce,
-            expiry,
-        )
+        units, limit = size_units(size, inst.size_scale), price_units(limit_price)
+        check_steps(units, limit, self.config().underlyings[inst.underlying])
+        return wallet.order(account, market, side, units, limit, self.domain, nonce, expiry)
 
     def fill(
         self,

@@ -672,13 +672,13 @@ def test_bad_input_writes_nothing(venue: Session) -> None:
         Bad(
             "size off the step",
             InvalidMarketEvent,
-            "not a multiple of the size step 100000",
+            "size 0.0005 BTC is not a multiple of the size step 0.001",
             fill(buy, sell, "70000", "0.0005"),
         ),
         Bad(
             "price off the tick",
             InvalidMarketEvent,
-            "not on the price tick of 10000",
+            "price 70000.005 USDC is not on the price tick of 0.01 USDC",
             fill(buy, sell, "70000.005", "0.5"),
         ),
         Bad(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.core.amounts import format_amount
 from ledger.core.envelopes import SignedAction
 from ledger.core.journal import canonical_account
 from ledger.errors import AuthorizationError
@@ -101,9 +102,15 @@ def check_fill(
             raise FillViolatesOrder(f"order {order.order_id} is already fully filled")
         if size > left:
             raise FillViolatesOrder(
-                f"fill of {size} exceeds what order {order.order_id} has left ({left})"
+                f"fill of {size} size units exceeds what order {order.order_id} has left ({left})"
             )
     if price > buy.limit_price:
-        raise FillViolatesOrder(f"price {price} is above the buy order's limit {buy.limit_price}")
+        raise FillViolatesOrder(
+            f"price {format_amount(price)} is above the buy order's limit "
+            f"{format_amount(buy.limit_price)} USDC"
+        )
     if price < sell.limit_price:
-        raise FillViolatesOrder(f"price {price} is below the sell order's limit {sell.limit_price}")
+        raise FillViolatesOrder(
+            f"price {format_amount(price)} is below the sell order's limit "
+            f"{format_amount(sell.limit_price)} USDC"
+        )

@@ -655,7 +655,9 @@ class SqlStore:
                 ),
                 (account, asset, account),
             ):
-                others.setdefault(seq, []).append(other)
+                seen = others.setdefault(seq, [])
+                if other not in seen:  # a fill touches a counterparty in several assets
+                    seen.append(other)
         return [
             StatementLine(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(others.get(r[0], ())))
             for r in rows

@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import Any
 
 from ledger.core.accounts import CLEARING, FEES, FUNDING, owner_of
-from ledger.core.amounts import USDC
+from ledger.core.amounts import USDC, Asset, format_amount
 from ledger.core.authorization import AuthState
 from ledger.core.orders import BUY, SELL, FillViolatesOrder, Order, check_fill
 from ledger.errors import (
@@ -40,6 +40,21 @@ from ledger.trading.state import ISOLATED, Position, TradingState
 from ledger.trading.valuation import listed_instrument
 
 
+def check_steps(size: int, price: int, params: UnderlyingParams) -> None:
+    """Sizes are multiples of the underlying's size step and prices of its price tick."""
+    base = Asset(params.name, len(str(params.size_scale)) - 1)
+    if size % params.size_step:
+        raise InvalidMarketEvent(
+            f"size {format_amount(size, base)} {base.code} is not a multiple of the size step "
+            f"{format_amount(params.size_step, base)}"
+        )
+    if price % params.price_tick:
+        raise InvalidMarketEvent(
+            f"price {format_amount(price)} USDC is not on the price tick of "
+            f"{format_amount(params.price_tick)} USDC"
+        )
+
+
 class FillSpec:
     """The fill's own fields, validated against the instrument's steps."""
 
@@ -51,14 +66,7 @@ class FillSpec:
             if type(value) is not int or value <= 0:
                 raise InvalidMarketEvent(f"fill {name} must be a positive integer, got {value!r}")
         assert isinstance(price, int) and isinstance(size, int)
-        if size % params.size_step:
-            raise InvalidMarketEvent(
-                f"fill size {size} is not a multiple of the size step {params.size_step}"
-            )
-        if price % params.price_tick:
-            raise InvalidMarketEvent(
-                f"fill price {price} is not on the price tick of {params.price_tick} base units"
-            )
+        check_steps(size, price, params)
         if maker not in (BUY, SELL):
             raise InvalidMarketEvent(f'fill maker must be "buy" or "sell", got {maker!r}')
         self.market, self.price, self.size, self.maker = str(market), price, size, str(maker)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
-from ledger.core.amounts import MAX_AMOUNT
+from ledger.core.amounts import MAX_AMOUNT, format_amount
 from ledger.errors import InvalidMarketEvent
 from ledger.margin.config import MarginConfig
 from ledger.margin.params import PerpParams, UnderlyingParams
@@ -45,7 +45,8 @@ def price_units(value: object, what: str, params: UnderlyingParams) -> int:
         raise InvalidMarketEvent(f"{what} must be positive and within 64 bits, got {value}")
     if value % params.price_tick:
         raise InvalidMarketEvent(
-            f"{what} {value} is not on the price tick of {params.price_tick} base units"
+            f"{what} {format_amount(value)} USDC is not on the price tick of "
+            f"{format_amount(params.price_tick)} USDC"
         )
     return value
 

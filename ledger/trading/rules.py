@@ -218,10 +218,18 @@ class TradingRules:
         """Post the funding an account's perps accrued (its positions stay as they are)."""
         account = _account(meta.get("account"))
         legs, changes = Legs(), Changes()
-        for name in sorted(self.state.holdings(account)):
-            inst = listed_instrument(self.state.config_text, name)
-            if inst.kind != "perp":
-                continue
+        perps = [
+            inst
+            for inst in (
+                listed_instrument(self.state.config_text, n)
+                for n in sorted(self.state.holdings(account))
+            )
+            if inst.kind == "perp"
+        ]
+        if not perps:
+            raise InvalidMarketEvent(f"{account} holds no perp position: no funding to realise")
+        for inst in perps:
+            name = inst.name
             size = balances.get((account, name), 0)
             position = self.state.positions.get((account, name))
             market = self.state.market(name)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from ledger.core.amounts import USDC, Asset, parse_amount
 from ledger.errors import InvalidMarketEvent
-from ledger.trading.fills import check_open, fill_side
+from ledger.trading.fills import check_open, check_steps, fill_side
 from ledger.trading.plan import Changes, lookup
 from ledger.trading.positions import Legs
 from ledger.trading.state import TradingState
@@ -55,6 +55,9 @@ def simulate(
 ) -> AccountSummary:
     """``account``'s summary after ``trade`` (the state is left as it was)."""
     inst = state.instrument(trade.market)
+    config = state.config
+    assert config is not None  # state.instrument refuses an unlisted ledger
+    check_steps(trade.size, trade.price, config.underlyings[inst.underlying])
     check_open(inst, state, now_us)
     legs, changes = Legs(), Changes()
     ds = trade.size if trade.side == "buy" else -trade.size
