@@ -260,6 +260,12 @@ def cmd_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_withdrawal_proof(args: argparse.Namespace) -> int:
+    with open_ledger(args) as book:
+        print_json(book.withdrawal_proof(args.seq).to_json())
+    return 0
+
+
 def cmd_verify_proof(args: argparse.Namespace) -> int:
     try:
         data = json.loads(Path(args.file).read_text())
@@ -470,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("account")
     sub.add_argument("--asset", default=USDC.code)
     sub.add_argument("--block", type=int)
+    sub = command(
+        "withdrawal-proof", cmd_withdrawal_proof, "the vault claim proof of a sealed withdrawal"
+    )
+    sub.add_argument("seq", type=int)
     sub = command("verify-proof", cmd_verify_proof, "verify a proof file offline")
     sub.add_argument("file")
     json_flag(command("audit", cmd_audit, "replay from genesis and verify everything"))

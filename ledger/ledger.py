@@ -15,6 +15,7 @@ from ledger.core.amounts import USDC, Asset, format_amount, parse_amount
 from ledger.core.blocks import BlockHeader
 from ledger.core.journal import MAX_BATCH, TxRecord, TxRequest, canonical_account
 from ledger.core.proofs import AccountProof, build_proof
+from ledger.core.withdrawals import WithdrawalProof
 from ledger.errors import LimitExceeded, MalformedEnvelope, NotFound, UnknownOperator
 from ledger.store.database import check_schema, make_engine, migrate
 from ledger.store.sql import Receipt, SqlStore, StatementLine
@@ -246,6 +247,11 @@ class Ledger(Venue):
         header = self.store.block(block)
         leaves = self.store.balances_at(header.last_seq)
         return build_proof(canonical_account(account), self._asset(asset), leaves, header)
+
+    def withdrawal_proof(self, seq: int) -> WithdrawalProof:
+        """The proof with which the settlement vault pays withdrawal ``seq`` on L1 (its
+        block must be sealed)."""
+        return self.store.withdrawal_proof(seq)
 
     def audit(self, progress: Progress | None = None, workers: int | None = None) -> AuditReport:
         """Replay from genesis: re-verify every signature and recompute every balance,

@@ -23,14 +23,14 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -43,18 +43,20 @@ from hypothesis.stateful import (
 
 from ledger import Ledger
 from ledger.core import operations
-from ledger.core.accounts import CLEARING, INSURANCE, is_system
+from ledger.core.accounts import CLEARING, FEES, FUNDING, INSURANCE, is_system
 from ledger.core.orders import FillViolatesOrder
 from ledger.errors import (
     InstrumentClosed,
     InsufficientFunds,
     InsufficientMargin,
+    InvalidMarketEvent,
     LedgerError,
     NotLiquidatable,
 )
 from ledger.trading.positions import trade
-from ledger.trading.state import AccountMode, TradingState
+from ledger.trading.state import FUNDING_SCALE, AccountMode, TradingState
 from ledger.trading.valuation import AccountSummary, summarize
+from ledger.trading.whatif import Hypothetical
 from ledger.wallet import Wallet
 from tests.conftest import (
     ALICE,
@@ -284,6 +286,17 @@ def check_books(book: Ledger) -> tuple[dict[tuple[str, str], int], TradingState]
         longs = sum(max(0, v) for (_, asset), v in balances.items() if asset == name)
         market = state.markets.get(name)
         assert (market.open_interest if market else 0) == longs, name
+    # Fees only ever receive (settlement payoffs round in their favour).
+    assert balances.get((FEES, USDC), 0) >= 0
+    # Funding is zero-sum at the funding index (perp sizes sum to zero at every tick) and
+    # each realisation rounds down: system:funding holds at least what the open positions
+    # have accrued and not yet realised, computed exactly.
+    unrealised = 0
+    for (account, name), position in state.positions.items():
+        if name in PERPS:
+            index = state.markets[name].funding_index
+            unrealised += -balances[(account, name)] * (index - position.funding)
+    assert balances.get((FUNDING, USDC), 0) * SCALE * FUNDING_SCALE >= unrealised
     return balances, state
 
 
@@ -350,16 +363,30 @@ SIZE_MODES = st.sampled_from(["random", "random", "close", "flip", "lever", "lev
 FILL_ERRORS = (InsufficientMargin, InsufficientFunds)
 
 
-FILL_ARGS: dict[str, st.SearchStrategy[Any]] = {
-    "pair": PAIRS,
-    "mode": SIZE_MODES,
-    "steps": st.integers(1, 3_000),
-    "percent": st.integers(30, 100),
-    "bp": st.integers(-200, 200),
-    "maker": st.sampled_from(["buy", "sell"]),
-    "slack": st.integers(0, 3),
-    "resting": st.booleans(),
-}
+class FillArgs(NamedTuple):
+    """How a fill rule trades (its market aside)."""
+
+    pair: tuple[str, str]  # buyer, seller
+    mode: str  # see SIZE_MODES
+    steps: int  # size in steps (random, flip)
+    percent: int  # of the affordable size (lever)
+    bp: int  # price offset from the mark (options: x10)
+    maker: str
+    slack: int  # ticks between the limits and the price
+    resting: bool  # orders for twice the size, the rest filled later
+
+
+FILL_ARGS = st.builds(
+    FillArgs,
+    pair=PAIRS,
+    mode=SIZE_MODES,
+    steps=st.integers(1, 3_000),
+    percent=st.integers(30, 100),
+    bp=st.integers(-200, 200),
+    maker=st.sampled_from(["buy", "sell"]),
+    slack=st.integers(0, 3),
+    resting=st.booleans(),
+)
 
 
 @dataclass
@@ -414,12 +441,18 @@ class TradingMachine(RuleBasedStateMachine):
         op: Callable[[], object],
         initiators: tuple[str, ...],
         allowed: tuple[type[LedgerError], ...],
+        taker: tuple[str, Hypothetical] | None = None,
     ) -> bool:
         """Run ``op``; a refusal (one of ``allowed``) must change nothing, an acceptance must
-        leave every initiating account meeting its margin or with less risk."""
+        leave every initiating account meeting its margin or with less risk, and a fill's
+        taker exactly where the what-if margin view said it would."""
         book = self.ledger
         before_state = snapshot(book)
         before = {a: book.margin(a) for a in initiators}
+        predicted = None
+        if taker is not None:
+            with suppress(LedgerError):  # e.g. an expired option: the fill fails too
+                predicted = book.margin(*taker)
         try:
             op()
         except allowed as exc:
@@ -431,6 +464,8 @@ class TradingMachine(RuleBasedStateMachine):
         for account in initiators:
             after = book.margin(account)
             assert respects_margin(before[account], after), (what, before[account], after)
+            if taker is not None and account == taker[0]:
+                assert predicted == after, (what, taker, predicted, after)
         return True
 
     def position(self, account: str, asset: str) -> int:
@@ -458,7 +493,7 @@ class TradingMachine(RuleBasedStateMachine):
             deposit_spot(self.book, account, "ETH", 20 * SCALE)
         self.publish(moves, [0, 0], marks, ["0.55"] * len(OPTIONS))
         market, pair, percent = opening
-        self.fill(market, pair, "lever", 1, percent, 0, "sell", 0, False)
+        self.fill(market, FillArgs(pair, "lever", 1, percent, 0, "sell", 0, False))
 
     def teardown(self) -> None:
         try:
@@ -555,8 +590,16 @@ class TradingMachine(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS))
     def realise_funding(self, account: str) -> None:
+        """Funding of an account's perps; one without perps is refused (nothing written)."""
+        book = self.ledger
         self.advance()
-        self.ledger.realise_funding(account)
+        if any(self.position(account, perp) for perp in PERPS):
+            book.realise_funding(account)
+            return
+        before = snapshot(book)
+        with pytest.raises(InvalidMarketEvent):
+            book.realise_funding(account)
+        assert snapshot(book) == before
 
     # ------------------------------------------------------------------ account actions
     @rule(account=st.sampled_from(ACCOUNTS), amount=DEPOSITS)
@@ -570,36 +613,26 @@ class TradingMachine(RuleBasedStateMachine):
         self.advance()
         deposit_spot(self.ledger, account, underlying, 5 * SCALE // SIZE_MULT[underlying])
 
-    @rule(market=st.sampled_from(PERPS), **FILL_ARGS)
-    def fill_perp(self, market: str, **args: Any) -> None:
-        self.fill(market, **args)
+    @rule(market=st.sampled_from(PERPS), args=FILL_ARGS)
+    def fill_perp(self, market: str, args: FillArgs) -> None:
+        self.fill(market, args)
 
-    @rule(market=st.sampled_from(PERPS), **FILL_ARGS)
-    def fill_perp_again(self, market: str, **args: Any) -> None:
-        self.fill(market, **args)  # perps matter most: twice the weight
+    @rule(market=st.sampled_from(PERPS), args=FILL_ARGS)
+    def fill_perp_again(self, market: str, args: FillArgs) -> None:
+        self.fill(market, args)  # perps matter most: twice the weight
 
-    @rule(market=st.sampled_from(OPTIONS), **FILL_ARGS)
-    def fill_option(self, market: str, **args: Any) -> None:
-        self.fill(market, **args)
+    @rule(market=st.sampled_from(OPTIONS), args=FILL_ARGS)
+    def fill_option(self, market: str, args: FillArgs) -> None:
+        self.fill(market, args)
 
-    @rule(market=st.sampled_from(SPOTS), **FILL_ARGS)
-    def fill_spot(self, market: str, **args: Any) -> None:
-        self.fill(market, **args)
+    @rule(market=st.sampled_from(SPOTS), args=FILL_ARGS)
+    def fill_spot(self, market: str, args: FillArgs) -> None:
+        self.fill(market, args)
 
-    def fill(
-        self,
-        market: str,
-        pair: tuple[str, str],
-        mode: str,
-        steps: int,
-        percent: int,
-        bp: int,
-        maker: str,
-        slack: int,
-        resting: bool,
-    ) -> None:
+    def fill(self, market: str, args: FillArgs) -> None:
         """A fill of two freshly signed orders (``resting``: twice the size, so that the rest
         can be filled later)."""
+        pair, mode, steps, percent, bp, maker, slack, resting = args
         buyer, seller = pair
         underlying = underlying_of(market)
         size = steps * STEP * SIZE_MULT[underlying]
@@ -650,7 +683,9 @@ class TradingMachine(RuleBasedStateMachine):
         def op() -> None:
             self.ledger.fill(buy, sell, price, size, maker=maker)
 
-        accepted = self.attempt(f"fill {kind} {mode}", op, (buyer, seller), allowed)
+        side, taker = ("buy", buyer) if maker == "sell" else ("sell", seller)
+        what_if = (taker, Hypothetical(side, market, size, price))
+        accepted = self.attempt(f"fill {kind} {mode}", op, (buyer, seller), allowed, what_if)
         assert not (accepted and closed)
         if accepted and resting:
             self.resting.append(RestingOrders(buy, sell, market, order_size, price, size))
@@ -664,17 +699,17 @@ class TradingMachine(RuleBasedStateMachine):
         size = left + STEP if over else data.draw(st.integers(1, left // STEP)) * STEP
         self.advance()
         accounts = (_order_account(orders.buy), _order_account(orders.sell))
-        if over:
-            allowed: tuple[type[LedgerError], ...] = (FillViolatesOrder,)
-        elif self.expired(orders.market):
-            allowed = (InstrumentClosed,)
-        else:
-            allowed = FILL_ERRORS
+        allowed: tuple[type[LedgerError], ...] = FILL_ERRORS
+        if self.expired(orders.market):  # refused whether or not it is also too large
+            allowed = (InstrumentClosed, FillViolatesOrder) if over else (InstrumentClosed,)
+        elif over:
+            allowed = (FillViolatesOrder,)
 
         def op() -> None:
             self.ledger.fill(orders.buy, orders.sell, orders.price, size, maker="buy")
 
-        accepted = self.attempt("refill", op, accounts, allowed)
+        what_if = (accounts[1], Hypothetical("sell", orders.market, size, orders.price))
+        accepted = self.attempt("refill", op, accounts, allowed, what_if)
         assert not (accepted and (over or self.expired(orders.market)))
         if accepted:
             orders.filled += size
@@ -889,6 +924,106 @@ def test_liquidations_keep_the_insurance_books(
                     break
             assert not book.liquidatable()
         event(f"liquidations: {min(liquidations, 5)}")
+        report = book.audit()
+        assert report.ok, report.to_json()
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Under its initial margin, an account may reduce its risk but not add to it
+# ---------------------------------------------------------------------------------------
+
+IMF = 2 * 10**4 + 45  # IMR per notional, in millionths (2% + taker 0.045%)
+MMF = 10**4 + 45  # MMR per notional (1% + 0.045%)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    deposit=st.integers(1_000, 20_000).map(lambda usdc: usdc * 1_000_000),
+    percent=st.integers(50, 95),
+    long=st.booleans(),
+    window=st.integers(5, 95),
+    tenths=st.integers(1, 9),
+    taker=st.booleans(),
+)
+def test_under_imr_an_account_may_reduce_but_not_add(
+    deposit: int, percent: int, long: bool, window: int, tenths: int, taker: bool
+) -> None:
+    """ALICE holds a leveraged BTC perp; the price moves against her until her account value
+    lies ``window`` percent of the way from MMR to IMR (not liquidatable, but under IMR).
+    Closing any part of the position must then be accepted although AV' < IMR' (it lowers
+    MMR and does not lower AV/MMR), while adding one step to it, and withdrawing one base
+    unit, must be refused and write nothing."""
+    clock = Clock()
+    entry = BASE["BTC"]
+    with fresh_ledger(clock, {ALICE: deposit, BOB: 10**12}) as book:
+        nonces = {ALICE: 0, BOB: 0}
+
+        def fill(buyer: str, seller: str, size: int, price: int, maker: str) -> None:
+            clock.now += 1_000
+            orders = []
+            for account, side in ((buyer, "buy"), (seller, "sell")):
+                nonces[account] += 1
+                orders.append(
+                    book.sign_order(
+                        SIGNERS[account],
+                        account,
+                        "BTC-USD-PERP",
+                        side,
+                        size,
+                        price,
+                        nonce=nonces[account],
+                        expiry=ORDER_EXPIRY,
+                    )
+                )
+            book.fill(orders[0], orders[1], price, size, maker=maker)
+
+        def publish(price: int) -> None:
+            clock.now += 1_000_000
+            book.publish_prices({"BTC": {"index": price}, "BTC-USD-PERP": {"mark": price}})
+
+        publish(entry)
+        size = deposit * 10**6 * SCALE // (IMF * entry) * percent // 100 // STEP * STEP
+        opening = (ALICE, BOB) if long else (BOB, ALICE)
+        fill(*opening, size, entry, "sell" if long else "buy")
+        usdc = book.margin(ALICE).usdc
+        # AV(p) = usdc +- size (p - entry) / scale; the target: AV = MMR + w (IMR - MMR).
+        rate = MMF + window * (IMF - MMF) // 100  # millionths of the notional
+        sign = 1 if long else -1
+        numerator = (sign * size * entry - usdc * SCALE) * 10**6
+        price = on_tick(numerator // (size * (sign * 10**6 - rate)))
+        publish(price)
+        before = book.margin(ALICE)
+        assume(before.mm <= before.value < before.im)
+        assert not before.liquidatable
+        held = sign * size
+
+        # Adding a step, or withdrawing anything, is refused and writes nothing.
+        state = snapshot(book)
+        with pytest.raises(InsufficientMargin):
+            fill(*opening, STEP, price, "sell" if long else "buy")
+        with pytest.raises(InsufficientMargin):
+            clock.now += 1_000
+            nonces[ALICE] += 1
+            book.withdraw(ALICE, 1, wallet=ALICE_WALLET, nonce=nonces[ALICE], expiry=ORDER_EXPIRY)
+        assert snapshot(book) == state
+
+        # Closing part of it is accepted, though the account stays under its IMR.
+        part = size * tenths // 10 // STEP * STEP or STEP
+        closing = (BOB, ALICE) if long else (ALICE, BOB)
+        maker = "buy" if long == taker else "sell"  # ALICE is the taker when `taker`
+        fill(*closing, part, price, maker)
+        after = book.margin(ALICE)
+        assert book.balance(ALICE, "BTC-USD-PERP").units == held - sign * part
+        assert respects_margin(before, after)
+        assert after.mm < before.mm
+        event("reduced, still under IMR" if after.value < after.im else "reduced, back over IMR")
+        check_books(book)
         report = book.audit()
         assert report.ok, report.to_json()
 

@@ -4,8 +4,8 @@ The header encodes to 176 fixed-width bytes: the 8-byte magic ``LBLK0001`` (ASCI
 followed by exactly Solidity's
 ``abi.encodePacked(uint64 number, uint64 firstSeq, uint64 lastSeq, uint64 sealedAt,
 uint64 leafCount, bytes32 prevBlockHash, bytes32 txHeadHash, bytes32 stateRoot,
-bytes32 withdrawalRoot)``; ``block_hash = sha256(encoding)``. ``withdrawal_root`` is zero
-until withdrawals are settled on chain.
+bytes32 withdrawalRoot)``; ``block_hash = sha256(encoding)``. ``withdrawal_root`` is the
+root of the block's withdrawal claims (``ledger.core.withdrawals``), zero without any.
 """
 
 from __future__ import annotations
@@ -115,8 +115,10 @@ def make_block(
     tx_head_hash: bytes,
     balances: Iterable[tuple[str, str, int]],
     sealed_at: int,
+    withdrawal_root: bytes = ZERO_HASH,
 ) -> BlockHeader:
-    """The next block after ``previous``, covering sequences up to ``last_seq``."""
+    """The next block after ``previous``, covering sequences up to ``last_seq``;
+    ``withdrawal_root`` is the root of its withdrawal claims (``ledger.core.withdrawals``)."""
     first_seq = previous.last_seq + 1 if previous else 1
     assert last_seq >= first_seq, (first_seq, last_seq)
     root, count = state_root(balances)
@@ -129,4 +131,5 @@ def make_block(
         prev_block_hash=previous.hash if previous else ZERO_HASH,
         tx_head_hash=tx_head_hash,
         state_root=root,
+        withdrawal_root=withdrawal_root,
     )

@@ -26,6 +26,7 @@ from ledger.core.journal import (
     TxRequest,
     canonical_account,
 )
+from ledger.core.withdrawals import Withdrawal, withdrawal_of, withdrawal_root
 from ledger.errors import LedgerError
 from ledger.trading.rules import TradingRules
 from ledger.trading.state import TradingState
@@ -60,6 +61,7 @@ class Replayer:
     l1_chain_id: int = genesis.DEFAULT_L1_CHAIN_ID
     l2_chain_id: str = genesis.DEFAULT_L2_CHAIN_ID
     trading: TradingState = field(default_factory=TradingState)
+    withdrawals: list[Withdrawal] = field(default_factory=list)  # since the last block
 
     def check_signature(self, tx: TxRecord, verified: Auth | str | None = None) -> list[str]:
         """Re-verify the transaction's signature from its metadata alone (or take the
@@ -164,6 +166,11 @@ class Replayer:
         unbalanced = {asset: total for asset, total in sums.items() if total}
         if unbalanced:
             problems.append(f"postings do not sum to zero: {unbalanced}")
+        if tx.kind == TxKind.WITHDRAWAL.value:
+            try:
+                self.withdrawals.append(withdrawal_of(tx.seq, tx_postings(tx)))
+            except LedgerError as exc:
+                problems.append(str(exc))
         self.head = ChainHead(tx.seq, tx.hash, tx.recorded_at)
         return problems
 
@@ -190,6 +197,7 @@ class Replayer:
             self.head.hash,
             ((acc, asset, bal) for (acc, asset), bal in self.balances.items()),
             stored.sealed_at,
+            withdrawal_root(self.withdrawals),
         )
         problems = [
             f"{name}: stored {_show(getattr(stored, name))}, "
@@ -215,6 +223,7 @@ class Replayer:
         except LedgerError as exc:
             problems.append(f"block signature: {exc}")
         self.last_block = stored
+        self.withdrawals = []
         return problems
 
     def check_final(

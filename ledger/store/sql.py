@@ -31,6 +31,13 @@ from ledger.core.blocks import BlockHeader, make_block
 from ledger.core.genesis import genesis_settings
 from ledger.core.journal import ChainHead, Journal, PostingRecord, TxKind, TxRecord, TxRequest
 from ledger.core.operations import check_reversal
+from ledger.core.withdrawals import (
+    Withdrawal,
+    WithdrawalProof,
+    prove,
+    withdrawal_of,
+    withdrawal_root,
+)
 from ledger.errors import (
     AlreadyOnboarded,
     IdempotencyConflict,
@@ -526,13 +533,54 @@ class SqlStore:
             balances = connection.exec_driver_sql(
                 "SELECT account, asset, balance FROM balances"
             ).all()
-            header = make_block(previous, head.seq, head.hash, [tuple(r) for r in balances], now_us)
+            first = previous.last_seq + 1 if previous else 1
+            claims = self._withdrawals(connection, first, head.seq)
+            header = make_block(
+                previous,
+                head.seq,
+                head.hash,
+                [tuple(r) for r in balances],
+                now_us,
+                withdrawal_root(claims),
+            )
             connection.execute(
                 insert(BlockRow),
                 {**_block_columns(header), "hash": header.hash, "signature": sign(header)},
             )
             connection.execute(update(ChainHeadRow).values(block_number=header.number))
         return header
+
+    def _withdrawals(self, connection: Connection, first: int, last: int) -> list[Withdrawal]:
+        """The withdrawal claims of sequences ``first..last``, in sequence order."""
+        rows = connection.exec_driver_sql(
+            self._sql(
+                "SELECT p.seq, p.account, p.asset, p.amount FROM postings p "
+                "JOIN transactions t ON t.seq = p.seq "
+                "WHERE t.kind = ? AND p.seq BETWEEN ? AND ? ORDER BY p.seq, p.idx"
+            ),
+            (TxKind.WITHDRAWAL.value, first, last),
+        ).all()
+        legs: dict[int, list[tuple[str, str, int]]] = {}
+        for seq, account, asset, amount in rows:
+            legs.setdefault(seq, []).append((account, asset, amount))
+        return [withdrawal_of(seq, postings) for seq, postings in legs.items()]
+
+    def withdrawal_proof(self, seq: int) -> WithdrawalProof:
+        """The claim proof of the withdrawal at ``seq`` (its block must be sealed)."""
+        tx = self.transaction(seq)
+        if tx.kind != TxKind.WITHDRAWAL.value:
+            raise NotFound(f"transaction {seq} is a {tx.kind}, not a withdrawal")
+        with self.read() as connection:
+            row = connection.execute(
+                _BLOCKS.where(BlockRow.first_seq <= seq, BlockRow.last_seq >= seq)
+            ).first()
+            if row is None:
+                raise NotFound(f"withdrawal {seq} is not sealed yet: run `ledger seal` first")
+            header = _header(row)
+            claims = self._withdrawals(connection, header.first_seq, header.last_seq)
+        proof = prove(header.number, claims, seq)
+        assert proof.root == header.withdrawal_root
+        return proof
 
     # ------------------------------------------------------------------ reads
     def head(self) -> ChainHead:
