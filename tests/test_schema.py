@@ -47,6 +47,7 @@ MODEL_TABLES = {
     "nonces",
     "settings",
     "trading_state",
+    "chain_cursors",
 }
 # Tables whose rows a migration could seed or change (0002 adds a column to blocks).
 ROW_TABLES = (
@@ -61,8 +62,9 @@ ROW_TABLES = (
     "nonces",
     "settings",
     "trading_state",
+    "chain_cursors",
 )
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 @pytest.fixture(params=STORES)

@@ -154,3 +154,15 @@ class TradingStateRow(Base):
     key: Mapped[str] = mapped_column(String(256), primary_key=True)
     account: Mapped[str] = mapped_column(String(96))
     value: Mapped[str] = mapped_column(Text)
+
+
+class ChainCursorRow(Base):
+    """The last block (number and hash) whose events the chain watcher has ingested, per
+    chain and contract: it resumes there, and a changed hash there is a reorg."""
+
+    __tablename__ = "chain_cursors"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    contract: Mapped[str] = mapped_column(String(42), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))

@@ -565,6 +565,30 @@ class SqlStore:
             legs.setdefault(seq, []).append((account, asset, amount))
         return [withdrawal_of(seq, postings) for seq, postings in legs.items()]
 
+    def chain_cursor(self, chain_id: int, contract: str) -> tuple[int, str] | None:
+        """``(block number, block hash)`` the watcher ingested up to, if any."""
+        with self.read() as connection:
+            row = connection.exec_driver_sql(
+                self._sql(
+                    "SELECT block_number, block_hash FROM chain_cursors "
+                    "WHERE chain_id = ? AND contract = ?"
+                ),
+                (chain_id, contract.lower()),
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def set_chain_cursor(self, chain_id: int, contract: str, number: int, block_hash: str) -> None:
+        """Record that events up to block ``number`` (hash ``block_hash``) are ingested."""
+        with self._write() as connection:
+            connection.exec_driver_sql(
+                self._sql(
+                    "INSERT INTO chain_cursors (chain_id, contract, block_number, block_hash) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (chain_id, contract) DO UPDATE SET "
+                    "block_number = excluded.block_number, block_hash = excluded.block_hash"
+                ),
+                (chain_id, contract.lower(), number, block_hash),
+            )
+
     def withdrawal_proof(self, seq: int) -> WithdrawalProof:
         """The claim proof of the withdrawal at ``seq`` (its block must be sealed)."""
         tx = self.transaction(seq)

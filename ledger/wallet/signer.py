@@ -8,6 +8,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
 
 from ledger.core import eip712, envelopes, genesis, snip12, stark
 from ledger.core.amounts import USDC, parse_amount
@@ -59,6 +60,12 @@ class Wallet:
     def address(self) -> str:
         """The L1 address, lower-case (the owner's main account id)."""
         return str(self._account.address).lower()
+
+    @property
+    def l1_account(self) -> LocalAccount:
+        """The L1 key as an eth-account signer (to send transactions on L1)."""
+        account: LocalAccount = self._account
+        return account
 
     def sign_l1(self, message: dict[str, Any]) -> bytes:
         """EIP-712 signature (65 bytes, low-s) of a full typed-data message."""

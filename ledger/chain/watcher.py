@@ -1,0 +1,89 @@
+"""The chain watcher: ingests the vault's ``Deposit`` events into the ledger.
+
+Each deposit becomes one operator-signed journal deposit whose idempotency key is
+``l1/CHAIN_ID/TX_HASH/LOG_INDEX``, so delivering an event twice writes it once. Only blocks
+at least ``confirmations`` deep are read. The cursor (last block number and hash) is stored
+after each sync; the next sync first checks that the chain still has that block, so a reorg
+below the confirmation depth is detected and reported, never silently absorbed. A sync
+killed anywhere resumes from the stored cursor: anything ingested after it is recognised by
+its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger.chain.vault import ChainError, Deposit, Vault
+from ledger.core import operations
+from ledger.core.journal import MAX_BATCH
+from ledger.ledger import Ledger
+from ledger.store.sql import Receipt
+
+
+class ReorgDetected(ChainError):
+    """A block the watcher had ingested is no longer on the chain."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one sync read and wrote."""
+
+    from_block: int
+    to_block: int
+    deposits: int
+    credited: int  # new journal transactions (the rest were already ingested)
+
+
+def _hex(value: bytes | str) -> str:
+    text = value.hex() if isinstance(value, bytes) else value
+    return text if text.startswith("0x") else "0x" + text
+
+
+def sync_deposits(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
+    """Ingest the deposits of every block up to ``confirmations`` below the head."""
+    w3, address = vault.w3, vault.vault.address
+    cursor = book.store.chain_cursor(vault.chain_id, address)
+    if cursor is not None:
+        number, block_hash = cursor
+        now = _hex(w3.eth.get_block(number)["hash"])
+        if now != block_hash:
+            raise ReorgDetected(
+                f"block {number} changed from {block_hash} to {now} although it was "
+                f"{confirmations} confirmations deep: deposits after it need an operator's review"
+            )
+    start = cursor[0] + 1 if cursor is not None else 0
+    safe = w3.eth.block_number - confirmations
+    if safe < start:
+        return SyncReport(start, safe, 0, 0)
+    deposits = vault.deposits(start, safe)
+    receipts = credit(book, deposits)
+    book.store.set_chain_cursor(vault.chain_id, address, safe, _hex(w3.eth.get_block(safe)["hash"]))
+    return SyncReport(start, safe, len(deposits), sum(not r.duplicate for r in receipts))
+
+
+def credit(book: Ledger, deposits: Sequence[Deposit]) -> list[Receipt]:
+    """Credit each deposit once (operator-signed, keyed by where it was observed)."""
+    receipts: list[Receipt] = []
+    for i in range(0, len(deposits), MAX_BATCH):
+        requests = [
+            book.operator_signed(
+                operations.deposit(
+                    d.account,
+                    d.amount,
+                    d.key,
+                    {
+                        "chain_id": d.chain_id,
+                        "tx_hash": d.tx_hash,
+                        "log_index": d.log_index,
+                        "block": d.block_number,
+                        "block_hash": d.block_hash,
+                        "deposit_id": d.deposit_id,
+                        "from": d.sender,
+                    },
+                )
+            )
+            for d in deposits[i : i + MAX_BATCH]
+        ]
+        receipts += book.submit(requests)
+    return receipts
