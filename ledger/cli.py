@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
+from ledger.chain.devnet import run_devnet
 from ledger.cli_support import (
     iso,
     open_ledger,
@@ -46,6 +47,7 @@ from ledger.wallet.actions import sign_action_file
 from ledger.wallet.signer import Wallet
 
 DEMO_URL = "sqlite:///ledger-demo.db"
+DEVNET_URL = "sqlite:///ledger-devnet.db"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -310,13 +312,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_non_empty(url: str) -> None:
+def _refuse_non_empty(url: str, job: str = "demo", default: str = DEMO_URL) -> None:
     try:
         with Ledger(url) as book:
             if book.store.head().seq:
                 raise LedgerError(
-                    f"the demo needs an empty ledger, and {url} has transactions; "
-                    "omit --db to use a fresh ledger-demo.db"
+                    f"the {job} needs an empty ledger, and {url} has transactions; "
+                    f"omit --db to use a fresh {default.removeprefix('sqlite:///')}"
                 )
     except StoreNotInitialised:
         return
@@ -347,6 +349,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for name, value in summary.items():
             print(f"{name:>22}  {value}")
     return 0 if summary["audit_ok"] and summary["proof_valid"] else 1
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    explicit = args.db or os.environ.get("LEDGER_DB_URL")
+    url = explicit or DEVNET_URL
+    path = Path(DEVNET_URL.removeprefix("sqlite:///"))
+    if explicit:
+        _refuse_non_empty(url, "devnet", DEVNET_URL)
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    summary = run_devnet(
+        url, args.rpc_url, args.confirmations, lambda message: print(message, file=sys.stderr)
+    )
+    if args.json:
+        print_json(summary)
+    else:
+        print(
+            f"devnet ledger: {database_url(url)}" + ("" if args.keep or explicit else " (removed)")
+        )
+        for name, value in summary.items():
+            print(f"{name:>18}  {value}")
+    if not (args.keep or explicit):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return 0 if summary["audit_ok"] and summary["reconciled"] else 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -484,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file")
     json_flag(command("audit", cmd_audit, "replay from genesis and verify everything"))
     register_trading(command, json_flag, write_flags)
+    sub = command(
+        "devnet", cmd_devnet, "the venue end to end on a local EVM devnet: settle and reconcile"
+    )
+    sub.add_argument("--rpc-url", help="a JSON-RPC node (e.g. anvil); default: in-process py-evm")
+    sub.add_argument("--confirmations", type=int, default=0, help="deposit depth to wait for")
+    sub.add_argument("--keep", action="store_true", help=f"keep {DEVNET_URL} afterwards")
+    json_flag(sub)
     sub = command("demo", cmd_demo, "run a deterministic synthetic workload and audit it")
     sub.add_argument("--accounts", type=int, default=DemoConfig().accounts)
     sub.add_argument("--transactions", type=int, default=DemoConfig().transactions)

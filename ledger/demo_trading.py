@@ -19,6 +19,7 @@ PUT = f"BTC-USD-{EXPIRY}-68000-P"
 PERP = "BTC-USD-PERP"
 TICK_US = 10_000_000  # price ticks 10 s apart, so funding accrues between them
 DAY_US = 86_400_000_000
+TRADER_USDC = 100_000 * 10**6
 
 
 @dataclass(slots=True)
@@ -108,11 +109,13 @@ class TradingSession:
         self.stats.fills += 1
         self._count("fill")
 
-    def run(self) -> TradingStats:
+    def run(self, funded: bool = False) -> TradingStats:
+        """Trade; each trader first gets 100,000 USDC by an operator deposit unless
+        ``funded`` (``ledger devnet`` deposits them on L1 instead)."""
         book, t = self.book, self.traders
         maker, alice, bob, carol, dave, erin = t
-        for wallet in t:
-            deposit = operations.deposit(wallet.address, 100_000 * 10**6, f"fund-{wallet.address}")
+        for wallet in [] if funded else t:
+            deposit = operations.deposit(wallet.address, TRADER_USDC, f"fund-{wallet.address}")
             book.system(deposit)
             self._count("deposit")
         book.deposit(maker.address, "5", key="fund-maker-btc", asset="BTC")  # bridged spot

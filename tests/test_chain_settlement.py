@@ -5,7 +5,9 @@ reported."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from ledger import Ledger
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
 from ledger.chain.vault import ChainError, Vault, connect, send
 from ledger.chain.watcher import ReorgDetected, sync_deposits
+from ledger.cli import main
 from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, OPERATOR
 
 USDC = 10**6
@@ -102,3 +105,30 @@ def test_a_reorg_below_the_cursor_is_reported(book: Ledger, vault: Vault) -> Non
     with pytest.raises(ReorgDetected, match="changed"):
         sync_deposits(book, vault)
     assert book.balance(ALICE).units == 7 * USDC  # nothing double-counted meanwhile
+
+
+def test_ledger_devnet_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ledger devnet --keep --json` on the in-process chain: deposits in, trading, blocks
+    committed, withdrawals paid out, reconciled and audited; the database is kept."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DB_URL", raising=False)
+    assert main(["devnet", "--keep", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reconciled"] is True and summary["audit_ok"] is True
+    assert summary["deposits_ingested"] == summary["wallets"] == 10
+    assert summary["fills"] > 0 and summary["liquidations"] >= 1
+    assert summary["withdrawals_paid"] == 4 and summary["blocks_committed"] >= 1
+    assert 0 < summary["gas_per_commit"] < 150_000 and 0 < summary["gas_per_claim"] < 120_000
+    assert (tmp_path / "ledger-devnet.db").exists()
+    assert main(["audit", "--db", "sqlite:///ledger-devnet.db"]) == 0
+    assert "intact" in capsys.readouterr().out
+    # Without --keep the database is removed; an explicit non-empty --db is refused.
+    assert main(["devnet"]) == 0
+    assert not (tmp_path / "ledger-devnet.db").exists()
+    capsys.readouterr()
+    with Ledger.init(f"sqlite:///{tmp_path}/used.db", operator=OPERATOR):
+        pass
+    assert main(["devnet", "--db", f"sqlite:///{tmp_path}/used.db"]) == 2
+    assert "empty ledger" in capsys.readouterr().err

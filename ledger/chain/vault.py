@@ -107,15 +107,6 @@ class Vault:
         return cls(w3, usdc, vault)
 
     # ------------------------------------------------------------------ writes
-    def fund(self, funder: str, account: LocalAccount, usdc: int = 0) -> None:
-        """Give ``account`` ETH for gas (from an unlocked ``funder``) and devnet USDC."""
-        tx = self.w3.eth.send_transaction(
-            {"from": funder, "to": account.address, "value": Wei(ETH_FOR_GAS)}
-        )
-        self.w3.eth.wait_for_transaction_receipt(tx)
-        if usdc:
-            send(self.w3, account, self.usdc.functions.mint(account.address, usdc))
-
     def deposit(self, account: LocalAccount, amount: int, credit: str) -> TxReceipt:
         """``account`` deposits ``amount`` USDC base units for ledger account ``credit``."""
         send(self.w3, account, self.usdc.functions.approve(self.vault.address, amount))
@@ -180,6 +171,13 @@ class Vault:
             to_block=self.w3.eth.block_number if to_block is None else to_block,
         )
         return {int(log["args"]["seq"]): int(log["args"]["amount"]) for log in logs}
+
+
+def give_eth(w3: Web3, funder: str, address: str, wei: int = ETH_FOR_GAS) -> None:
+    """Send ``address`` ETH for gas from ``funder``, an account the node unlocks (devnets
+    prefund a few)."""
+    tx = w3.eth.send_transaction({"from": funder, "to": address, "value": Wei(wei)})
+    w3.eth.wait_for_transaction_receipt(tx)
 
 
 def send(w3: Web3, account: LocalAccount, call: Any) -> TxReceipt:
