@@ -13,33 +13,40 @@ import pytest
 
 from ledger import Ledger
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
-from ledger.chain.vault import ChainError, Vault, connect, send
+from ledger.chain.vault import ChainError, Vault, connect, give_eth, send
 from ledger.chain.watcher import ReorgDetected, sync_deposits
 from ledger.cli import main
+from tests.anvil import running_anvil
 from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, OPERATOR
 
 USDC = 10**6
 
 
-@pytest.fixture
-def vault() -> Iterator[Vault]:
-    w3 = connect(None)
+def _deployed(rpc_url: str | None) -> Vault:
+    w3 = connect(rpc_url)
     funder = w3.eth.accounts[0]
-    deployer = ALICE_WALLET.l1_account  # any funded key deploys
-    deployed = None
     for wallet in (ALICE_WALLET, BOB_WALLET, OPERATOR):
-        tx = w3.eth.send_transaction(
-            {"from": funder, "to": wallet.l1_account.address, "value": 10**18}
-        )
-        w3.eth.wait_for_transaction_receipt(tx)
-    deployed = Vault.deploy(w3, deployer, OPERATOR.l1_account.address)
+        give_eth(w3, funder, wallet.l1_account.address)
+    deployed = Vault.deploy(w3, ALICE_WALLET.l1_account, OPERATOR.l1_account.address)
     for wallet in (ALICE_WALLET, BOB_WALLET):
-        send(
-            w3,
-            wallet.l1_account,
-            deployed.usdc.functions.mint(wallet.l1_account.address, 1_000 * USDC),
-        )
-    yield deployed
+        account = wallet.l1_account
+        send(w3, account, deployed.usdc.functions.mint(account.address, 1_000 * USDC))
+    return deployed
+
+
+@pytest.fixture(params=["py-evm", "anvil"])
+def vault(request: pytest.FixtureRequest) -> Iterator[Vault]:
+    """The vault on the in-process chain, and on a real node (anvil)."""
+    if request.param == "py-evm":
+        yield _deployed(None)
+        return
+    with running_anvil() as url:
+        yield _deployed(url)
+
+
+@pytest.fixture
+def pyevm_vault() -> Vault:
+    return _deployed(None)
 
 
 def test_round_trip_deposit_withdraw_reconcile(book: Ledger, vault: Vault) -> None:
@@ -78,14 +85,16 @@ def test_round_trip_deposit_withdraw_reconcile(book: Ledger, vault: Vault) -> No
     assert book.audit().ok
 
 
-def test_committing_needs_the_operator_key(book: Ledger, vault: Vault) -> None:
+def test_committing_needs_the_operator_key(book: Ledger, pyevm_vault: Vault) -> None:
+    vault = pyevm_vault
     book.deposit(ALICE, "1")
     with pytest.raises(ChainError):
         commit_blocks(book, vault, ALICE_WALLET.l1_account)
     assert vault.committed_block() == 0
 
 
-def test_confirmations_hold_back_recent_deposits(book: Ledger, vault: Vault) -> None:
+def test_confirmations_hold_back_recent_deposits(book: Ledger, pyevm_vault: Vault) -> None:
+    vault = pyevm_vault
     vault.deposit(ALICE_WALLET.l1_account, 5 * USDC, ALICE)
     assert sync_deposits(book, vault, confirmations=3).deposits == 0
     for _ in range(3):
@@ -94,7 +103,8 @@ def test_confirmations_hold_back_recent_deposits(book: Ledger, vault: Vault) -> 
     assert book.balance(ALICE).units == 5 * USDC
 
 
-def test_a_reorg_below_the_cursor_is_reported(book: Ledger, vault: Vault) -> None:
+def test_a_reorg_below_the_cursor_is_reported(book: Ledger, pyevm_vault: Vault) -> None:
+    vault = pyevm_vault
     tester = vault.w3.provider.ethereum_tester  # type: ignore[attr-defined]
     snapshot = tester.take_snapshot()
     vault.deposit(ALICE_WALLET.l1_account, 7 * USDC, ALICE)
@@ -132,3 +142,17 @@ def test_ledger_devnet_end_to_end(
         pass
     assert main(["devnet", "--db", f"sqlite:///{tmp_path}/used.db"]) == 2
     assert "empty ledger" in capsys.readouterr().err
+
+
+def test_ledger_devnet_on_anvil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same session against a real JSON-RPC node."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DB_URL", raising=False)
+    with running_anvil() as url:
+        assert main(["devnet", "--rpc-url", url, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["chain_id"] == 31337
+    assert summary["reconciled"] is True and summary["audit_ok"] is True
+    assert summary["withdrawals_paid"] == 4
