@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from sqlalchemy.exc import DBAPIError
 
 from ledger.chain.devnet import run_devnet
+from ledger.cli_chain import register as register_chain
 from ledger.cli_support import (
     iso,
     open_ledger,
@@ -512,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file")
     json_flag(command("audit", cmd_audit, "replay from genesis and verify everything"))
     register_trading(command, json_flag, write_flags)
+    register_chain(command, json_flag)
     sub = command(
         "devnet", cmd_devnet, "the venue end to end on a local EVM devnet: settle and reconcile"
     )
