@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
 from ledger.chain.vault import Vault, connect, give_eth
-from ledger.chain.watcher import sync_deposits
+from ledger.chain.watcher import sync
 from ledger.cli_support import open_ledger, print_json
 
 Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -35,10 +35,10 @@ def cmd_vault_deploy(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     with open_ledger(args, operator=True) as book:
         vault = Vault.at(connect(args.rpc_url), args.vault)
-        report = sync_deposits(book, vault, args.confirmations)
+        report = sync(book, vault, args.confirmations)
     print(
         f"blocks {report.from_block}..{report.to_block}: {report.deposits} deposits, "
-        f"{report.credited} newly credited"
+        f"{report.credited} newly credited; {report.payouts} withdrawals finalised"
     )
     return 0
 
@@ -50,18 +50,23 @@ def cmd_settle(args: argparse.Namespace) -> int:
         vault = Vault.at(connect(args.rpc_url), args.vault)
         commits = commit_blocks(book, vault, operator)
         claims = pay_withdrawals(book, vault, operator) if args.pay else []
+        finalised = sync(book, vault).payouts
     for header, gas in commits:
         print(f"block {header.number} committed (gas {gas})")
     for seq, gas in claims:
         print(f"withdrawal {seq} paid (gas {gas})")
+    if finalised:
+        print(f"{finalised} withdrawals finalised in the ledger")
     if not commits and not claims:
         print("nothing to settle: every sealed block is committed")
     return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    with open_ledger(args) as book:
-        result = reconcile(book, Vault.at(connect(args.rpc_url), args.vault))
+    with open_ledger(args, operator=True) as book:
+        vault = Vault.at(connect(args.rpc_url), args.vault)
+        sync(book, vault)  # every payout on chain recorded first
+        result = reconcile(book, vault)
     print(result.describe())
     return 0 if result.ok else 1
 

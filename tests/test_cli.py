@@ -285,7 +285,7 @@ def test_receipt_json_shape(cli: Cli) -> None:
     assert before_ms <= int(nonce) <= after_ms
     assert [(p["account"], p["amount"], p["balance_after"]) for p in withdrawal["postings"]] == [
         (BOB, "-5.00", "34.75"),
-        ("system:bridge", "5.00", "-95.00"),
+        ("system:withdrawals", "5.00", "5.00"),
     ]
     # An operator event without --key gets a generated one.
     assert cli.json("deposit", CAROL, "1")["key"].startswith("auto:")
@@ -350,7 +350,8 @@ def test_balance_json_shape(cli: Cli) -> None:
         "balance": "100.00",
         "seq": FIRST_SEQ,
     }
-    assert cli.json("balance", "system:bridge")["balance"] == "-95.00"
+    assert cli.json("balance", "system:bridge")["balance"] == "-100.00"
+    assert cli.json("balance", "system:withdrawals")["balance"] == "5.00"
     assert cli.ok("balance", ALICE) == f"{ALICE}  60.25 USDC  (as of seq {SEEDED_HEAD})\n"
 
 
@@ -380,7 +381,7 @@ def reader(history_url: str, capsys: pytest.CaptureFixture[str], keys: dict[str,
 EXPECTED_HISTORY = [
     (FIRST_SEQ, "deposit", "100.00", "100.00", "system:bridge", "h-1"),
     (FIRST_SEQ + 1, "transfer", "-39.75", "60.25", BOB, f"{ALICE}/1"),
-    (FIRST_SEQ + 2, "withdrawal", "-10.50", "49.75", "system:bridge", f"{ALICE}/2"),
+    (FIRST_SEQ + 2, "withdrawal", "-10.50", "49.75", "system:withdrawals", f"{ALICE}/2"),
     (FIRST_SEQ + 3, "transfer", "0.000001", "49.750001", BOB, f"{BOB}/1"),
 ]
 
@@ -483,12 +484,13 @@ def test_seal_text_and_json(cli: Cli) -> None:
         "withdrawal_root",
         "hash",
     ]
-    # The first block starts at genesis; its leaves are system:bridge, ALICE and BOB.
+    # The first block starts at genesis; its leaves are system:bridge, system:withdrawals,
+    # ALICE and BOB.
     assert (fields["number"], fields["first_seq"], fields["last_seq"], fields["leaf_count"]) == (
         "1",
         "1",
         str(SEEDED_HEAD),
-        "3",
+        "4",
     )
     assert fields["tx_head_hash"] == "0x" + cli.head().hash.hex()
     assert_refused(cli("seal"), "nothing to seal")
@@ -500,7 +502,7 @@ def test_seal_text_and_json(cli: Cli) -> None:
         2,
         SEEDED_HEAD + 1,
         SEEDED_HEAD + 1,
-        4,
+        5,
     )
     assert header.prev_block_hash.hex() == fields["hash"][2:]
     assert cli.json("block") == second
@@ -599,7 +601,7 @@ def sealed_proof(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         book.transfer(ALICE, BOB, "39.75", wallet=ALICE_WALLET, nonce=1, expiry=expiry)
         book.withdraw(BOB, "5", wallet=BOB_WALLET, nonce=1, expiry=expiry)
         book.deposit(CAROL, "3")
-        assert book.seal().leaf_count == 4
+        assert book.seal().leaf_count == 5
         return book.proof(ALICE).to_json()
 
 
@@ -1322,7 +1324,7 @@ ERROR_CASES: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "deposit by a non-operator key": (("deposit", ALICE, "1"), "is not a registered operator key"),
     "reversal by a non-operator key": (
-        ("reverse", str(FIRST_SEQ + 1), "--reason", "x"),
+        ("reverse", str(FIRST_SEQ), "--reason", "x"),
         "is not a registered operator key",
     ),
     "no operator keystore": (("deposit", ALICE, "1"), "no operator keystore at"),

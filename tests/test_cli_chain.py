@@ -58,6 +58,9 @@ def test_deploy_watch_settle_reconcile(
         code, out, _ = run(capsys, "settle", *chain)
         assert code == 0 and "block 1 committed" in out and "paid" in out
         assert vault.balance(ALICE) == 150 * USDC
+        assert "1 withdrawals finalised" in out
+        code, out, _ = run(capsys, "settle", *chain)  # the payout's block
+        assert code == 0 and out.startswith("block 2 committed")
         code, out, _ = run(capsys, "settle", *chain)
         assert (code, out) == (0, "nothing to settle: every sealed block is committed\n")
         # USDC sent to the vault outside a deposit is a difference, reported with exit 1.

@@ -99,7 +99,8 @@ def test_deposit_transfer_withdraw(book: Ledger) -> None:
     assert receipt.seq == F + 2 and receipt.tx.key == f"{BOB}/1"
     assert usdc(book, ALICE) == "60.25"
     assert usdc(book, BOB) == "39.749999"
-    assert book.balance("system:bridge").units == -100_000_000 + 1
+    assert book.balance("system:bridge").units == -100_000_000
+    assert book.balance("system:withdrawals").units == 1  # until its L1 payout
     assert book.balance(ALICE).to_json() == {
         "account": ALICE,
         "asset": "USDC",

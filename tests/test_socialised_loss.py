@@ -4,7 +4,7 @@ ExchBankruptcy / (TotalUSDC + ExchBankruptcy) and the haircut recapitalises the 
 from __future__ import annotations
 
 from ledger import Ledger
-from ledger.core.accounts import BRIDGE, INSURANCE, SYSTEM_ACCOUNTS
+from ledger.core.accounts import BRIDGE, INSURANCE, SYSTEM_ACCOUNTS, WITHDRAWALS
 from ledger.trading.socialised_loss import haircut
 from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET
 
@@ -44,15 +44,15 @@ def test_withdrawals_are_haircut_while_the_fund_is_negative(book: Ledger) -> Non
     users = -sum(_usdc(book, account) for account in SYSTEM_ACCOUNTS)
     amount = 1_000 * USDC
     expected_cut = -(-amount * -fund // (users - fund))
-    bridge_before = _usdc(book, BRIDGE)
+    pending_before = _usdc(book, WITHDRAWALS)
     receipt = book.withdraw(BOB, amount, wallet=BOB_WALLET, nonce=2)
     legs = {(p.account, p.asset): p.amount for p in receipt.tx.postings}
     assert legs == {
         (BOB, "USDC"): -amount,
-        (BRIDGE, "USDC"): amount - expected_cut,
+        (WITHDRAWALS, "USDC"): amount - expected_cut,
         (INSURANCE, "USDC"): expected_cut,
     }
-    assert _usdc(book, BRIDGE) == bridge_before + amount - expected_cut
+    assert _usdc(book, WITHDRAWALS) == pending_before + amount - expected_cut
     assert _usdc(book, INSURANCE) == fund + expected_cut
     report = book.audit()
     assert report.ok, report.divergence
@@ -66,6 +66,6 @@ def test_no_haircut_once_the_fund_is_recapitalised(book: Ledger) -> None:
     receipt = book.withdraw(BOB, 10 * USDC, wallet=BOB_WALLET, nonce=3)
     assert {(p.account, p.amount) for p in receipt.tx.postings} == {
         (BOB, -10 * USDC),
-        (BRIDGE, 10 * USDC),
+        (WITHDRAWALS, 10 * USDC),
     }
     assert book.audit().ok

@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 
 from ledger import Ledger, Receipt, TxRecord, TxRequest, make_request
 from ledger.core import genesis, operations
-from ledger.core.accounts import BRIDGE, is_system, owner_of, to_checksum_address
+from ledger.core.accounts import BRIDGE, WITHDRAWALS, is_system, owner_of, to_checksum_address
 from ledger.core.amounts import format_amount
 from ledger.core.authorization import AuthState
 from ledger.core.blocks import state_root
@@ -62,6 +62,7 @@ from ledger.errors import (
     NothingToSeal,
     NotOnboarded,
     NotOwner,
+    NotReversible,
     SameAccount,
     UnknownAccount,
     UnknownOperator,
@@ -171,7 +172,7 @@ class Command:
             return [(BRIDGE, -self.amount), (self.target, self.amount)]
         if self.kind == "withdrawal":
             assert self.source is not None
-            return [(self.source, -self.amount), (BRIDGE, self.amount)]
+            return [(self.source, -self.amount), (WITHDRAWALS, self.amount)]
         if self.kind == "transfer":
             assert self.source is not None and self.target is not None
             return [(self.source, -self.amount), (self.target, self.amount)]
@@ -638,6 +639,13 @@ class LedgerMachine(RuleBasedStateMachine):
         movements = [tx for tx in self.model.txs if tx.postings]
         original = movements[pick % len(movements)]
         command = Command("reversal", original=original, reason=f"undo {original.seq}")
+        if original.kind == "withdrawal":  # it may be paid out on L1 already
+            key = self.fresh_key() if keyed else None
+            self.expect_refusal(
+                NotReversible,
+                lambda: self.book.reverse(original.seq, reason=command.reason, key=key),
+            )
+            return multiple()
         if original.kind == "reversal" or original.seq in self.model.reversed:
             key = self.fresh_key() if keyed else None
             self.expect_refusal(

@@ -60,6 +60,7 @@ DAVE = "0x" + "d4" * 20
 MALLORY_WALLET = wallet_named("mallory")  # a valid key, but never registered as an operator
 MALLORY = MALLORY_WALLET.address
 BRIDGE = "system:bridge"
+WITHDRAWALS = "system:withdrawals"
 UNIT = 1_000_000  # one USDC in base units
 EXPIRY = 4_102_444_800  # 2100-01-01: the signed actions never expire in these tests
 HASH = "stored hash does not match the transaction's contents"
@@ -107,8 +108,8 @@ class StepClock:
 #   9 deposit CAROL 1                 } one batch      14 transfer ALICE -> CAROL 1 (ALICE/3)
 #                                                      15 withdraw BOB 1 (BOB/2)
 # Postings: a transfer is (source -x, target +x); a deposit (bridge -x, user +x); a
-# withdrawal (user -x, bridge +x); a reversal negates the original's legs in order.
-FINAL = {ALICE: 81, BOB: 44, CAROL: 12, BRIDGE: -137}
+# withdrawal (user -x, pending withdrawals +x); a reversal negates the original's legs.
+FINAL = {ALICE: 81, BOB: 44, CAROL: 12, BRIDGE: -158, WITHDRAWALS: 21}
 NONCES = {ALICE: 3, BOB: 2, CAROL: 1}
 T7, T8, W10, T11, T14, W15 = (
     f"{ALICE}/1",

@@ -38,7 +38,7 @@ from starknet_py.utils.typed_data import TypedData
 
 from ledger import Ledger, LedgerError
 from ledger.core import eip712, envelopes, operations, snip12, stark
-from ledger.core.accounts import BRIDGE, normalize_address, to_checksum_address
+from ledger.core.accounts import BRIDGE, WITHDRAWALS, normalize_address, to_checksum_address
 from ledger.core.encoding import canonical_json, chain_hash
 from ledger.errors import (
     ActionExpired,
@@ -1105,8 +1105,15 @@ def test_end_to_end(db_url: str) -> None:
         # The operator cannot sign a withdrawal either: it is not a system event.
         forged = OPERATOR.sign_system(operations.withdrawal(dave.address, UNIT, "w-op"))
         refuse(book, MalformedEnvelope, lambda: book.submit([forged]))
-        balances = {a: book.balance(a).units for a in (dave.address, erin.address, BRIDGE)}
-        assert balances == {dave.address: 70 * UNIT, erin.address: 20 * UNIT, BRIDGE: -90 * UNIT}
+        accounts = (dave.address, erin.address, BRIDGE, WITHDRAWALS)
+        balances = {a: book.balance(a).units for a in accounts}
+        # 100 deposited; 10 withdrawn waits in system:withdrawals for its L1 payout.
+        assert balances == {
+            dave.address: 70 * UNIT,
+            erin.address: 20 * UNIT,
+            BRIDGE: -100 * UNIT,
+            WITHDRAWALS: 10 * UNIT,
+        }
         header = book.seal()
         [(_, _, block_signature)] = list(book.store.iter_blocks())
         seal = eip712_message(

@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
 from ledger.chain.vault import Vault, connect, give_eth, send
-from ledger.chain.watcher import sync_deposits
+from ledger.chain.watcher import sync
 from ledger.core.amounts import format_amount
 from ledger.demo import EXPIRY_S, SyntheticClock, demo_wallet
 from ledger.demo_trading import TRADER_USDC, TradingSession
@@ -57,7 +57,7 @@ def run_devnet(
             account = wallet.l1_account
             send(w3, account, vault.usdc.functions.mint(account.address, amount))
             vault.deposit(account, amount, wallet.address)
-        ingested = sync_deposits(book, vault, confirmations)
+        ingested = sync(book, vault, confirmations)
         progress("trading: prices, funding, spot/perp/option fills, an expiry, a liquidation")
         trading = TradingSession(book, traders, clock.advance, EXPIRY_S).run(funded=True)
         progress("signed transfers and withdrawals")
@@ -65,6 +65,7 @@ def run_devnet(
         progress("sealing and committing blocks on chain; paying withdrawals with proofs")
         commits = commit_blocks(book, vault, operator)
         claims = pay_withdrawals(book, vault, users[0].l1_account)
+        finalised = sync(book, vault, confirmations).payouts
         rec = reconcile(book, vault)
         report = book.audit()
     elapsed = time.perf_counter() - started
@@ -77,6 +78,7 @@ def run_devnet(
         "liquidations": trading.liquidations,
         "settlements": trading.settlements,
         "withdrawals_paid": len(claims),
+        "withdrawals_finalised": finalised,
         "withdrawn_usdc": format_amount(withdrawn),
         "blocks_committed": len(commits),
         "gas_per_commit": max((gas for _, gas in commits), default=0),

@@ -2,20 +2,22 @@
 proofs, and reconcile the vault's USDC with what the ledger owes.
 
 Reconciliation: every USDC the vault holds came in through a deposit the ledger credited
-(``system:bridge`` is debited by each) and leaves through a paid withdrawal (the bridge is
-credited when the user withdraws, the vault pays when the claim arrives). So the vault must
-hold exactly ``-bridge + withdrawals not yet paid``; any difference is reported.
+(``system:bridge`` is debited by each) and leaves through a payout the watcher recorded
+(the bridge is credited by each). So the vault holds exactly ``-system:bridge``: what the
+ledger owes to users, to its own funds, and to withdrawals waiting in
+``system:withdrawals``. Any difference is reported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.vault import Vault
-from ledger.core.accounts import BRIDGE
+from ledger.core.accounts import BRIDGE, WITHDRAWALS
 from ledger.core.amounts import format_amount
 from ledger.core.blocks import BlockHeader
 from ledger.core.journal import TxKind
@@ -40,21 +42,24 @@ def commit_blocks(
     return out
 
 
-def withdrawals(book: Ledger) -> dict[int, int]:
-    """Every withdrawal in the journal: sequence -> amount the bridge owes."""
-    out = {}
+def pending_withdrawals(book: Ledger) -> dict[int, int]:
+    """Withdrawals not yet paid out (no payout recorded): sequence -> amount owed."""
+    owed: dict[int, int] = {}
     for tx in book.store.iter_transactions():
         if tx.kind == TxKind.WITHDRAWAL.value:
-            out[tx.seq] = sum(p.amount for p in tx.postings if p.account == BRIDGE)
-    return out
+            owed[tx.seq] = sum(p.amount for p in tx.postings if p.account == WITHDRAWALS)
+        elif tx.kind == TxKind.PAYOUT.value:
+            owed.pop(int(json.loads(tx.metadata)["withdrawal"]), None)
+    return owed
 
 
 def pay_withdrawals(book: Ledger, vault: Vault, sender: LocalAccount) -> list[tuple[int, int]]:
-    """Claim every committed, unpaid withdrawal; ``(seq, gas used)`` per claim."""
-    paid = vault.paid()
+    """Claim every pending withdrawal of a committed block that the vault has not paid
+    yet; ``(seq, gas used)`` per claim. (The watcher then records the payouts.)"""
+    paid = {p.seq for p in vault.payouts()}
     committed = vault.committed_block()
     out = []
-    for seq in sorted(set(withdrawals(book)) - set(paid)):
+    for seq in sorted(set(pending_withdrawals(book)) - paid):
         try:
             proof = book.withdrawal_proof(seq)
         except NotFound:
@@ -71,16 +76,12 @@ class Reconciliation:
     """The vault's USDC against the ledger's liabilities to it."""
 
     vault_balance: int
-    bridged: int  # -system:bridge: deposits credited minus withdrawals debited
-    unpaid_withdrawals: int
-
-    @property
-    def expected(self) -> int:
-        return self.bridged + self.unpaid_withdrawals
+    bridged: int  # -system:bridge: deposits credited minus payouts recorded
+    pending: int  # system:withdrawals: signed withdrawals not yet paid out
 
     @property
     def difference(self) -> int:
-        return self.vault_balance - self.expected
+        return self.vault_balance - self.bridged
 
     @property
     def ok(self) -> bool:
@@ -89,15 +90,15 @@ class Reconciliation:
     def describe(self) -> str:
         state = "reconciled" if self.ok else f"MISMATCH of {format_amount(self.difference)} USDC"
         return (
-            f"{state}: vault holds {format_amount(self.vault_balance)} USDC; ledger owes "
-            f"{format_amount(self.bridged)} bridged + {format_amount(self.unpaid_withdrawals)} "
-            "in withdrawals not yet paid"
+            f"{state}: vault holds {format_amount(self.vault_balance)} USDC; the ledger owes "
+            f"{format_amount(self.bridged)} (users, fees and funds, of which "
+            f"{format_amount(self.pending)} in withdrawals not yet paid out)"
         )
 
 
 def reconcile(book: Ledger, vault: Vault) -> Reconciliation:
-    """Compare the vault's USDC with the ledger's liabilities (see module doc)."""
-    owed = withdrawals(book)
-    paid = vault.paid()
-    unpaid = sum(amount for seq, amount in owed.items() if seq not in paid)
-    return Reconciliation(vault.balance(), -book.balance(BRIDGE).units, unpaid)
+    """Compare the vault's USDC with the ledger's liabilities (see module doc); sync the
+    watcher first, so that every payout on chain is recorded."""
+    return Reconciliation(
+        vault.balance(), -book.balance(BRIDGE).units, book.balance(WITHDRAWALS).units
+    )

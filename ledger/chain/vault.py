@@ -77,6 +77,19 @@ class Deposit(NamedTuple):
         return f"l1/{self.chain_id}/{self.tx_hash}/{self.log_index}"
 
 
+class Payout(NamedTuple):
+    """A ``WithdrawalPaid`` event: the vault paid withdrawal ``seq`` out."""
+
+    chain_id: int
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block: int
+    seq: int
+    recipient: str
+    amount: int
+
+
 @dataclass
 class Vault:
     """A deployed vault and its USDC token on one chain."""
@@ -152,10 +165,10 @@ class Vault:
         return [
             Deposit(
                 chain_id,
-                "0x" + bytes(log["transactionHash"]).hex().removeprefix("0x"),
+                _hex(log["transactionHash"]),
                 int(log["logIndex"]),
                 int(log["blockNumber"]),
-                "0x" + bytes(log["blockHash"]).hex().removeprefix("0x"),
+                _hex(log["blockHash"]),
                 int(log["args"]["depositId"]),
                 str(log["args"]["from"]).lower(),
                 str(log["args"]["l2Account"]).lower(),
@@ -164,13 +177,26 @@ class Vault:
             for log in sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
         ]
 
-    def paid(self, from_block: int = 0, to_block: int | None = None) -> dict[int, int]:
-        """Withdrawals paid out: ledger sequence -> amount."""
+    def payouts(self, from_block: int = 0, to_block: int | None = None) -> list[Payout]:
+        """``WithdrawalPaid`` events in blocks ``from_block..to_block``, in chain order."""
         logs = self.vault.events.WithdrawalPaid().get_logs(
             from_block=from_block,
             to_block=self.w3.eth.block_number if to_block is None else to_block,
         )
-        return {int(log["args"]["seq"]): int(log["args"]["amount"]) for log in logs}
+        chain_id = self.chain_id
+        return [
+            Payout(
+                chain_id,
+                _hex(log["transactionHash"]),
+                int(log["logIndex"]),
+                int(log["blockNumber"]),
+                int(log["args"]["blockNumber"]),
+                int(log["args"]["seq"]),
+                str(log["args"]["recipient"]).lower(),
+                int(log["args"]["amount"]),
+            )
+            for log in sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
+        ]
 
 
 def give_eth(w3: Web3, funder: str, address: str, wei: int = ETH_FOR_GAS) -> None:
@@ -198,6 +224,12 @@ def send(w3: Web3, account: LocalAccount, call: Any) -> TxReceipt:
     if receipt["status"] != 1:
         raise ChainError(f"transaction {receipt['transactionHash'].hex()} reverted")
     return receipt
+
+
+def _hex(value: bytes | str) -> str:
+    """0x-prefixed hex of a hash, whichever form the node gave."""
+    text = value.hex() if isinstance(value, bytes) else value
+    return text if text.startswith("0x") else "0x" + text
 
 
 def _abi(name: str) -> Any:

@@ -1,7 +1,9 @@
-"""The chain watcher: ingests the vault's ``Deposit`` events into the ledger.
+"""The chain watcher: ingests the vault's events into the ledger.
 
-Each deposit becomes one operator-signed journal deposit whose idempotency key is
-``l1/CHAIN_ID/TX_HASH/LOG_INDEX``, so delivering an event twice writes it once. Only blocks
+Each ``Deposit`` becomes one operator-signed journal deposit whose idempotency key is
+``l1/CHAIN_ID/TX_HASH/LOG_INDEX``, so delivering an event twice writes it once. Each
+``WithdrawalPaid`` becomes the withdrawal's payout (``system:withdrawals`` to
+``system:bridge``), keyed ``payout/SEQ``: a withdrawal is finalised once. Only blocks
 at least ``confirmations`` deep are read. The cursor (last block number and hash) is stored
 after each sync; the next sync first checks that the chain still has that block, so a reorg
 below the confirmation depth is detected and reported, never silently absorbed. A sync
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger.chain.vault import ChainError, Deposit, Vault
+from ledger.chain.vault import ChainError, Deposit, Payout, Vault, _hex
 from ledger.core import operations
 from ledger.core.journal import MAX_BATCH
 from ledger.ledger import Ledger
@@ -32,16 +34,13 @@ class SyncReport:
     from_block: int
     to_block: int
     deposits: int
-    credited: int  # new journal transactions (the rest were already ingested)
+    credited: int  # new deposits (the rest were already ingested)
+    payouts: int  # withdrawals newly finalised
 
 
-def _hex(value: bytes | str) -> str:
-    text = value.hex() if isinstance(value, bytes) else value
-    return text if text.startswith("0x") else "0x" + text
-
-
-def sync_deposits(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
-    """Ingest the deposits of every block up to ``confirmations`` below the head."""
+def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
+    """Ingest the deposits and payouts of every block up to ``confirmations`` below the
+    head, from the stored cursor on."""
     w3, address = vault.w3, vault.vault.address
     cursor = book.store.chain_cursor(vault.chain_id, address)
     if cursor is not None:
@@ -55,11 +54,35 @@ def sync_deposits(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncRep
     start = cursor[0] + 1 if cursor is not None else 0
     safe = w3.eth.block_number - confirmations
     if safe < start:
-        return SyncReport(start, safe, 0, 0)
+        return SyncReport(start, safe, 0, 0, 0)
     deposits = vault.deposits(start, safe)
     receipts = credit(book, deposits)
+    payouts = finalise(book, vault.payouts(start, safe))
     book.store.set_chain_cursor(vault.chain_id, address, safe, _hex(w3.eth.get_block(safe)["hash"]))
-    return SyncReport(start, safe, len(deposits), sum(not r.duplicate for r in receipts))
+    credited = sum(not r.duplicate for r in receipts)
+    return SyncReport(start, safe, len(deposits), credited, sum(not r.duplicate for r in payouts))
+
+
+def finalise(book: Ledger, payouts: Sequence[Payout]) -> list[Receipt]:
+    """Record each payout once: the withdrawal's USDC leaves ``system:withdrawals``."""
+    requests = [
+        book.operator_signed(
+            operations.payout(
+                p.seq,
+                p.amount,
+                {
+                    "chain_id": p.chain_id,
+                    "tx_hash": p.tx_hash,
+                    "log_index": p.log_index,
+                    "block": p.block_number,
+                    "ledger_block": p.block,
+                    "recipient": p.recipient,
+                },
+            )
+        )
+        for p in payouts
+    ]
+    return book.submit(requests) if requests else []
 
 
 def credit(book: Ledger, deposits: Sequence[Deposit]) -> list[Receipt]:

@@ -22,7 +22,10 @@ FUNDING = "system:funding"
 # Counterparty of realised perp PnL: its USDC balance is minus the sum of open perp costs,
 # i.e. exactly the unrealised PnL still owed to open positions (an audited invariant).
 CLEARING = "system:clearing"
-SYSTEM_ACCOUNTS = frozenset({BRIDGE, FEES, INSURANCE, FUNDING, CLEARING})
+# Withdrawals signed but not yet paid out on L1: a withdrawal moves USDC here, the payout
+# observed on chain moves it on to the bridge (two phases, each a journal transaction).
+WITHDRAWALS = "system:withdrawals"
+SYSTEM_ACCOUNTS = frozenset({BRIDGE, FEES, INSURANCE, FUNDING, CLEARING, WITHDRAWALS})
 
 MAX_ACCOUNT_ID_BYTES = 96
 

@@ -58,6 +58,7 @@ class TxKind(StrEnum):
     OPERATOR_KEYS = "operator_keys"
     ACCOUNT_SETTING = "account_setting"
     LISTING = "listing"
+    PAYOUT = "payout"
 
 
 KNOWN_KINDS = frozenset(kind.value for kind in TxKind)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ledger.core.accounts import BRIDGE, is_system
+from ledger.core.accounts import BRIDGE, WITHDRAWALS, is_system
 from ledger.core.amounts import USDC, Asset, check_amount
 from ledger.core.journal import (
     Posting,
@@ -53,14 +53,27 @@ def deposit(
 def withdrawal(
     account: str, amount: int, key: str, metadata: Mapping[str, object] | None = None
 ) -> TxRequest:
-    """Debit ``account`` with USDC leaving the venue (to ``system:bridge``)."""
+    """Debit ``account`` with USDC leaving the venue: it waits in ``system:withdrawals``
+    until the vault pays it out on L1 (:func:`payout`)."""
     source = _user_account(account, "withdrawal account")
     units = check_amount(amount, USDC)
     return make_request(
         TxKind.WITHDRAWAL.value,
         key,
-        (Posting(source, USDC.code, -units), Posting(BRIDGE, USDC.code, units)),
+        (Posting(source, USDC.code, -units), Posting(WITHDRAWALS, USDC.code, units)),
         metadata,
+    )
+
+
+def payout(seq: int, amount: int, metadata: Mapping[str, object] | None = None) -> TxRequest:
+    """The second phase of withdrawal ``seq``: the vault paid ``amount`` out on L1, so it
+    leaves ``system:withdrawals`` for the bridge. Keyed by the withdrawal: paid once."""
+    units = check_amount(amount, USDC)
+    return make_request(
+        TxKind.PAYOUT.value,
+        f"payout/{seq}",
+        (Posting(WITHDRAWALS, USDC.code, -units), Posting(BRIDGE, USDC.code, units)),
+        {**(metadata or {}), "withdrawal": seq},
     )
 
 
@@ -100,6 +113,12 @@ def reversal(original: TxRecord, key: str, reason: str) -> TxRequest:
     )
 
 
+# Corrections undo money movements the operator or a user asked for; withdrawals leave the
+# ledger for L1, and trading transactions carry state (positions, costs) a reversal of their
+# postings would not restore.
+REVERSIBLE_KINDS = frozenset({TxKind.DEPOSIT.value, TxKind.TRANSFER.value})
+
+
 def check_reversal(request: TxRequest, original: TxRecord | None, reversed_by: str | None) -> None:
     """Refuse a reversal of a missing transaction, of a reversal, of something already
     reversed (``reversed_by`` says by what), or one that is not the exact opposite."""
@@ -115,6 +134,16 @@ def check_reversal(request: TxRequest, original: TxRecord | None, reversed_by: s
     if not original.postings:
         raise NotReversible(
             f"transaction {seq} ({original.kind}) moved no funds: there is nothing to reverse"
+        )
+    if original.kind == TxKind.WITHDRAWAL.value:
+        raise NotReversible(
+            f"withdrawal {seq} may already be paid out on L1 (its claim is in a block): it "
+            "cannot be reversed; credit the account with a deposit if it was never paid"
+        )
+    if original.kind not in REVERSIBLE_KINDS:
+        raise NotReversible(
+            f"transaction {seq} is a {original.kind}: the ledger computed it from the trading "
+            "state, so only a new trade, settlement or liquidation changes its effect"
         )
     if request.kind != TxKind.REVERSAL.value or request.postings != opposite(original):
         raise UnbalancedTransaction(

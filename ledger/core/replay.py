@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ledger.core import eip712, envelopes, genesis
-from ledger.core.accounts import BRIDGE, CLEARING, is_system
+from ledger.core.accounts import CLEARING, WITHDRAWALS, is_system
 from ledger.core.amounts import USDC
 from ledger.core.authorization import Auth, AuthState, authorize, commit, debited_accounts
 from ledger.core.blocks import BlockHeader, make_block
@@ -305,14 +305,15 @@ def request_of(tx: TxRecord) -> TxRequest:
 
 
 def _signed_withdrawal(tx: TxRecord) -> tuple[Posting, ...]:
-    """The two legs a withdrawal's owner signed (the account and the bridge), without the
-    socialised-loss haircut the rules may have added; the rules re-derive that on replay."""
+    """The two legs a withdrawal's owner signed (the account and ``system:withdrawals``),
+    without the socialised-loss haircut the rules may have added; the rules re-derive that
+    on replay."""
     try:
         message = json.loads(tx.metadata)["auth"]["message"]
         account, amount = canonical_account(str(message["account"])), int(message["amount"])
     except (ValueError, KeyError, TypeError, LedgerError):
         return tx_postings(tx)  # unsigned or malformed: the signature check reports it
-    return (Posting(account, USDC.code, -amount), Posting(BRIDGE, USDC.code, amount))
+    return (Posting(account, USDC.code, -amount), Posting(WITHDRAWALS, USDC.code, amount))
 
 
 def _show(value: object) -> str:

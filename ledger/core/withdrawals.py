@@ -10,8 +10,9 @@ L1 address ``recipient``::
 nodes (0x01)). A block's withdrawal tree has one leaf per withdrawal it seals, in sequence
 order, with the state tree's inner nodes and odd-node promotion; no withdrawals, zero root.
 The sequence number makes every leaf unique, so the vault can refuse a second claim by the
-leaf alone. ``amount`` is what the bridge pays: the withdrawal net of any socialised-loss
-haircut. ``recipient`` is the owner of the debited account (a sub-account's owner).
+leaf alone. ``amount`` is what the vault pays: the USDC the withdrawal moved to
+``system:withdrawals``, net of any socialised-loss haircut. ``recipient`` is the owner of
+the debited account (a sub-account's owner).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.core.accounts import BRIDGE, is_system, owner_of
+from ledger.core.accounts import WITHDRAWALS, is_system, owner_of
 from ledger.core.amounts import USDC
 from ledger.core.encoding import sha256
 from ledger.core.merkle import merkle_proof, merkle_root, verify_proof
@@ -51,7 +52,9 @@ class Withdrawal:
 def withdrawal_of(seq: int, postings: Sequence[tuple[str, str, int]]) -> Withdrawal:
     """The claim a withdrawal transaction's postings make: the bridge's USDC credit, paid
     to the owner of the debited user account."""
-    amount = sum(a for account, asset, a in postings if account == BRIDGE and asset == USDC.code)
+    amount = sum(
+        a for account, asset, a in postings if account == WITHDRAWALS and asset == USDC.code
+    )
     debited = [
         account
         for account, asset, a in postings
@@ -59,7 +62,7 @@ def withdrawal_of(seq: int, postings: Sequence[tuple[str, str, int]]) -> Withdra
     ]
     if len(debited) != 1 or not 0 < amount <= MAX_CLAIM:
         raise UnbalancedTransaction(
-            f"withdrawal {seq} does not pay one account's USDC to {BRIDGE}: {list(postings)}"
+            f"withdrawal {seq} does not move one account's USDC to {WITHDRAWALS}: {list(postings)}"
         )
     return Withdrawal(seq, owner_of(debited[0]), amount)
 

@@ -694,7 +694,9 @@ class SqlStore:
                 ),
                 (account, asset, as_of),
             ).first()
-            if row is None and not self._account_exists(connection, account):
+            # The fixed system accounts always exist (at zero until their first posting).
+            unknown = row is None and not is_system(account)
+            if unknown and not self._account_exists(connection, account):
                 raise NotFound(f"unknown account {account}: it has never received funds")
             return (row[0] if row else 0), as_of
 

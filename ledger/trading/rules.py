@@ -15,12 +15,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ledger.core.accounts import (
-    BRIDGE,
     CLEARING,
     FEES,
     FUNDING,
     INSURANCE,
     SYSTEM_ACCOUNTS,
+    WITHDRAWALS,
     AccountKind,
     account_kind,
     is_system,
@@ -167,13 +167,13 @@ class TradingRules:
         risky = [a for a in debited if state.holdings(a) or _holds_spot(state, balances, a)]
         postings = request.postings
         if request.kind == TxKind.WITHDRAWAL.value:
-            paid = sum(p.amount for p in postings if p.account == BRIDGE)
+            paid = sum(p.amount for p in postings if p.account == WITHDRAWALS)
             cut = haircut(paid, balances)
             if cut:
                 legs = Legs()
                 for p in postings:
                     legs.add(p.account, p.asset, p.amount)
-                legs.move(BRIDGE, INSURANCE, USDC.code, cut)
+                legs.move(WITHDRAWALS, INSURANCE, USDC.code, cut)
                 postings = legs.postings()
         if not risky and postings is request.postings:
             return None  # USDC only: the journal's no-negative-balance rule is the check
