@@ -5,15 +5,11 @@ devnet); the operator key (``LEDGER_OPERATOR_KEYSTORE``) signs the chain transac
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
 from ledger.chain.vault import Vault, connect, give_eth
 from ledger.chain.watcher import sync
-from ledger.cli_support import open_ledger, print_json
-
-Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-Flags = Callable[[argparse.ArgumentParser], None]
+from ledger.cli_support import Command, Flags, open_ledger, print_json
 
 
 def cmd_vault_deploy(args: argparse.Namespace) -> int:

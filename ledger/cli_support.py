@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,10 @@ from ledger.errors import MalformedEnvelope
 from ledger.ledger import Ledger
 from ledger.store.sql import Receipt
 from ledger.wallet import files
+
+# How the command modules register their sub-commands on the ``ledger`` parser.
+Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+Flags = Callable[[argparse.ArgumentParser], None]
 
 
 def print_json(value: Any) -> None:

@@ -4,20 +4,24 @@ expiry settlement, liquidation, and the margin view with what-if."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.cli_support import open_ledger, print_json, read_json, show_receipt, show_receipts
+from ledger.cli_support import (
+    Command,
+    Flags,
+    open_ledger,
+    print_json,
+    read_json,
+    show_receipt,
+    show_receipts,
+)
 from ledger.core.amounts import USDC, Asset, format_amount
 from ledger.errors import InvalidMarketEvent, MalformedEnvelope
 from ledger.ledger import Ledger
 from ledger.trading.state import MAX_LEVERAGE, MODES
 from ledger.trading.valuation import AccountSummary
 from ledger.wallet import files
-
-Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-Flags = Callable[[argparse.ArgumentParser], None]
 
 
 def _usdc(units: int) -> str:

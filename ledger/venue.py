@@ -25,8 +25,8 @@ from ledger.trading.fills import check_steps
 from ledger.trading.liquidation_price import liquidation_prices
 from ledger.trading.market import implied_vol
 from ledger.trading.settlement import expiring
-from ledger.trading.state import MAX_LEVERAGE, TradingState
-from ledger.trading.valuation import AccountSummary, listed_instrument, summarize
+from ledger.trading.state import MAX_LEVERAGE, TradingState, listed_instrument
+from ledger.trading.valuation import AccountSummary, summarize
 from ledger.trading.whatif import Hypothetical, parse_trade, simulate
 from ledger.wallet.signer import Wallet
 

@@ -93,7 +93,7 @@ def run(
     outcome = Outcome(name)
     try:
         with Ledger(url, operator=OPERATOR) as book:
-            book.store.assets()  # connect and warm up before the start signal
+            book.store.head()  # connect and warm up before the start signal
             book.store.head()
             # Sign everything before the start signal: signing takes longer than writing.
             wallets = {wallet.address: wallet for wallet in map(wallet_named, signers)}

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     current = writing = -1
     with Ledger(args.url) as book:
         # Warm up, so that the only database transaction inside a submit is its write.
-        book.store.assets()
+        book.store.head()
         book.store.head()
 
         @event.listens_for(book.engine, "begin")

@@ -165,10 +165,10 @@ class Vault:
         return [
             Deposit(
                 chain_id,
-                _hex(log["transactionHash"]),
+                hex_hash(log["transactionHash"]),
                 int(log["logIndex"]),
                 int(log["blockNumber"]),
-                _hex(log["blockHash"]),
+                hex_hash(log["blockHash"]),
                 int(log["args"]["depositId"]),
                 str(log["args"]["from"]).lower(),
                 str(log["args"]["l2Account"]).lower(),
@@ -187,7 +187,7 @@ class Vault:
         return [
             Payout(
                 chain_id,
-                _hex(log["transactionHash"]),
+                hex_hash(log["transactionHash"]),
                 int(log["logIndex"]),
                 int(log["blockNumber"]),
                 int(log["args"]["blockNumber"]),
@@ -226,7 +226,7 @@ def send(w3: Web3, account: LocalAccount, call: Any) -> TxReceipt:
     return receipt
 
 
-def _hex(value: bytes | str) -> str:
+def hex_hash(value: bytes | str) -> str:
     """0x-prefixed hex of a hash, whichever form the node gave."""
     text = value.hex() if isinstance(value, bytes) else value
     return text if text.startswith("0x") else "0x" + text

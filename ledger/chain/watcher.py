@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger.chain.vault import ChainError, Deposit, Payout, Vault, _hex
+from ledger.chain.vault import ChainError, Deposit, Payout, Vault, hex_hash
 from ledger.core import operations
 from ledger.core.journal import MAX_BATCH
 from ledger.ledger import Ledger
@@ -45,7 +45,7 @@ def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
     cursor = book.store.chain_cursor(vault.chain_id, address)
     if cursor is not None:
         number, block_hash = cursor
-        now = _hex(w3.eth.get_block(number)["hash"])
+        now = hex_hash(w3.eth.get_block(number)["hash"])
         if now != block_hash:
             raise ReorgDetected(
                 f"block {number} changed from {block_hash} to {now} although it was "
@@ -58,7 +58,9 @@ def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
     deposits = vault.deposits(start, safe)
     receipts = credit(book, deposits)
     payouts = finalise(book, vault.payouts(start, safe))
-    book.store.set_chain_cursor(vault.chain_id, address, safe, _hex(w3.eth.get_block(safe)["hash"]))
+    book.store.set_chain_cursor(
+        vault.chain_id, address, safe, hex_hash(w3.eth.get_block(safe)["hash"])
+    )
     credited = sum(not r.duplicate for r in receipts)
     return SyncReport(start, safe, len(deposits), credited, sum(not r.duplicate for r in payouts))
 

@@ -29,8 +29,7 @@ from ledger.core.journal import (
 from ledger.core.withdrawals import Withdrawal, withdrawal_of, withdrawal_root
 from ledger.errors import LedgerError
 from ledger.trading.rules import TradingRules
-from ledger.trading.state import TradingState
-from ledger.trading.valuation import listed_instrument
+from ledger.trading.state import TradingState, listed_instrument
 
 
 @dataclass(frozen=True, slots=True)

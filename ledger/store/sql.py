@@ -25,7 +25,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ledger.core.accounts import account_kind, is_system, owner_of
-from ledger.core.amounts import Asset
 from ledger.core.authorization import USER, AuthState
 from ledger.core.blocks import BlockHeader, make_block
 from ledger.core.genesis import genesis_settings
@@ -47,7 +46,7 @@ from ledger.errors import (
     NothingToSeal,
     UnknownOperator,
 )
-from ledger.store.schema import AssetRow, BlockRow, ChainHeadRow
+from ledger.store.schema import BlockRow, ChainHeadRow
 from ledger.trading.rules import TradingRules
 from ledger.trading.state import SCOPE_ORDER, SCOPE_POSITION, TradingState, row_account
 
@@ -121,7 +120,6 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
-        self._assets: dict[str, Asset] | None = None
 
     # ------------------------------------------------------------------ plumbing
     def _sql(self, statement: str) -> str:
@@ -143,14 +141,6 @@ class SqlStore:
         if self.postgres:
             return f"{column} = ANY(%s)", (list(values),)
         return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
-
-    def assets(self) -> dict[str, Asset]:
-        """Registered assets by code."""
-        if self._assets is None:
-            with self.read() as connection:
-                rows = connection.execute(select(AssetRow.code, AssetRow.scale)).all()
-            self._assets = {code: Asset(code, scale) for code, scale in rows}
-        return self._assets
 
     # ------------------------------------------------------------------ writes
     def append(self, requests: Sequence[TxRequest], now_us: int) -> list[Receipt]:

@@ -36,8 +36,7 @@ from ledger.margin.instruments import Instrument
 from ledger.margin.params import UnderlyingParams
 from ledger.trading.plan import Changes
 from ledger.trading.positions import Legs, accrued_funding, trade
-from ledger.trading.state import ISOLATED, Position, TradingState
-from ledger.trading.valuation import listed_instrument
+from ledger.trading.state import ISOLATED, Position, TradingState, listed_instrument
 
 
 def check_steps(size: int, price: int, params: UnderlyingParams) -> None:

@@ -18,8 +18,8 @@ from ledger.errors import NotLiquidatable
 from ledger.trading.fills import change_position
 from ledger.trading.plan import Changes, lookup
 from ledger.trading.positions import Legs
-from ledger.trading.state import TradingState
-from ledger.trading.valuation import AccountSummary, listed_instrument, summarize
+from ledger.trading.state import TradingState, listed_instrument
+from ledger.trading.valuation import AccountSummary, summarize
 
 PENALTY = Fraction(7, 10)
 TARGET_RATIO = Fraction(9, 10)

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 from ledger.margin import black76
 from ledger.trading.plan import lookup
-from ledger.trading.state import TradingState
-from ledger.trading.valuation import US_PER_DAY, listed_instrument, summarize
+from ledger.trading.state import TradingState, listed_instrument
+from ledger.trading.valuation import US_PER_DAY, summarize
 
 GRID = 160
 LOW, HIGH = 0.05, 5.0

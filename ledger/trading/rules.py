@@ -37,8 +37,14 @@ from ledger.trading.plan import Changes, Plan
 from ledger.trading.positions import Legs, accrued_funding
 from ledger.trading.settlement import plan_settlement
 from ledger.trading.socialised_loss import haircut
-from ledger.trading.state import ISOLATED, MAX_LEVERAGE, MODES, AccountMode, TradingState
-from ledger.trading.valuation import listed_instrument
+from ledger.trading.state import (
+    ISOLATED,
+    MAX_LEVERAGE,
+    MODES,
+    AccountMode,
+    TradingState,
+    listed_instrument,
+)
 
 _USER_CHECKED = frozenset({TxKind.WITHDRAWAL.value, TxKind.TRANSFER.value})
 

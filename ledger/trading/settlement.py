@@ -22,8 +22,7 @@ from ledger.margin.instruments import Instrument
 from ledger.trading.market import price_units
 from ledger.trading.plan import Changes
 from ledger.trading.positions import Legs
-from ledger.trading.state import TradingState
-from ledger.trading.valuation import listed_instrument
+from ledger.trading.state import TradingState, listed_instrument
 
 
 def expiring(state: TradingState, underlying: str, expiry: str) -> list[Instrument]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from ledger.core.encoding import canonical_json
 from ledger.errors import UnknownInstrument
 from ledger.margin.config import MarginConfig, load_config_text
 from ledger.margin.instruments import Instrument
@@ -84,11 +85,7 @@ class Market:
     settled: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(
-            {k: getattr(self, k) for k in self.__slots__ if getattr(self, k)},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        return canonical_json({k: getattr(self, k) for k in self.__slots__ if getattr(self, k)})
 
     @classmethod
     def from_json(cls, text: str) -> Market:
@@ -99,6 +96,12 @@ class Market:
 def parse_listing(text: str) -> MarginConfig:
     """The configuration a listing recorded (cached: every batch loads it)."""
     return load_config_text(text, "listing")
+
+
+@lru_cache(maxsize=1 << 14)
+def listed_instrument(config_text: str, name: str) -> Instrument:
+    """Parse ``name`` against a listing (cached: names repeat on every check)."""
+    return parse_listing(config_text).instrument(name)
 
 
 @dataclass(slots=True)
@@ -123,10 +126,9 @@ class TradingState:
 
     def instrument(self, name: str) -> Instrument:
         """The instrument ``name`` as listed (raises UnknownInstrument / InvalidInstrument)."""
-        config = self.config
-        if config is None:
+        if not self.config_text:
             raise UnknownInstrument(f"no instruments are listed yet, so {name!r} cannot trade")
-        return config.instrument(name)
+        return listed_instrument(self.config_text, name)
 
     def market(self, name: str) -> Market:
         """The published data of ``name`` (empty if none yet; not stored by reading)."""

@@ -14,26 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import lru_cache
 from typing import NamedTuple
 
 from ledger.core.amounts import USDC
 from ledger.errors import MarketDataMissing
 from ledger.margin.cross import Requirement, cross_requirement
-from ledger.margin.instruments import Instrument
 from ledger.margin.params import UnderlyingParams
 from ledger.margin.portfolio import Book, ScanResult, portfolio_requirement, scenario_pnls
 from ledger.margin.positions import OptionPosition, PerpPosition
-from ledger.trading.state import FUNDING_SCALE, PORTFOLIO, TradingState, parse_listing
+from ledger.trading.state import FUNDING_SCALE, PORTFOLIO, TradingState, listed_instrument
 
 Balance = Callable[[str, str], int]
 US_PER_DAY = 86_400_000_000
-
-
-@lru_cache(maxsize=1 << 14)
-def listed_instrument(config_text: str, name: str) -> Instrument:
-    """Parse ``name`` against a listing (cached: names repeat on every check)."""
-    return parse_listing(config_text).instrument(name)
 
 
 class PositionView(NamedTuple):
