@@ -60,6 +60,10 @@ class NothingToSeal(LedgerError):
     """``seal`` was called with no transactions since the last block."""
 
 
+class PayoutMismatch(LedgerError):
+    """An L1 payout does not match the pending withdrawal it claims to finalise."""
+
+
 class InvalidProof(LedgerError):
     """A Merkle proof file is malformed (a well-formed proof that fails is not an error)."""
 

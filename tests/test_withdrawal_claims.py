@@ -8,8 +8,12 @@ import pytest
 from eth_tester.exceptions import TransactionFailed
 
 from ledger import Ledger
+from ledger.chain.vault import Payout
+from ledger.chain.watcher import finalise
+from ledger.core import operations
+from ledger.core.accounts import WITHDRAWALS
 from ledger.core.withdrawals import Withdrawal, withdrawal_root
-from ledger.errors import NotFound
+from ledger.errors import NotFound, PayoutMismatch
 from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, CAROL
 from tests.test_contracts import Chain, chain  # noqa: F401 - the py-evm chain fixture
 
@@ -81,3 +85,38 @@ def test_the_vault_pays_ledger_proofs_once(book: Ledger, chain: Chain) -> None: 
         with pytest.raises(TransactionFailed):
             chain.send(call, chain.users[0])  # paid exactly once
     assert chain.balance(chain.vault.address) == 100 * USDC - 20_500_001
+
+
+def _payout(seq: int, recipient: str, amount: int) -> Payout:
+    return Payout(1, "0x" + "ab" * 32, 0, 1, 1, seq, recipient, amount)
+
+
+def test_a_payout_must_match_its_pending_withdrawal(book: Ledger) -> None:
+    seqs = _withdrawals(book)
+    book.seal()
+    head = book.store.head().seq
+    refusals = [
+        (_payout(seqs[0], ALICE, 10 * USDC + 1), "claim is 10000000 to"),  # wrong amount
+        (_payout(seqs[0], BOB, 10 * USDC), "claim is 10000000 to"),  # wrong recipient
+        (_payout(seqs[0] - 1, ALICE, 10 * USDC), "no unpaid withdrawal"),  # not a withdrawal
+        (_payout(head + 10, ALICE, 1), "no unpaid withdrawal"),  # no such transaction
+    ]
+    for payout, message in refusals:
+        with pytest.raises(PayoutMismatch, match=message):
+            finalise(book, [payout])
+        assert book.store.head().seq == head  # nothing written
+    [receipt] = finalise(book, [_payout(seqs[1], BOB, 7_500_000)])
+    assert not receipt.duplicate and book.balance(WITHDRAWALS).units == 13_000_001
+    assert finalise(book, [_payout(seqs[1], BOB, 7_500_000)])[0].duplicate  # once
+    assert book.audit().ok
+
+
+def test_audit_reports_a_payout_that_does_not_pay_its_claim(book: Ledger) -> None:
+    """An operator writing a payout by hand (not from the vault's event) for the wrong
+    amount is caught on replay."""
+    seqs = _withdrawals(book)
+    metadata = {"recipient": ALICE}
+    book.submit([book.operator_signed(operations.payout(seqs[0], 9 * USDC, metadata))])
+    report = book.audit()
+    assert not report.ok and report.divergence is not None
+    assert "claim is 10000000 to" in report.divergence.describe()

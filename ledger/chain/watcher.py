@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from ledger.chain.vault import ChainError, Deposit, Payout, Vault, hex_hash
 from ledger.core import operations
-from ledger.core.journal import MAX_BATCH
+from ledger.core.journal import MAX_BATCH, TxKind
+from ledger.core.withdrawals import Withdrawal, check_payout, withdrawal_of
+from ledger.errors import NotFound
 from ledger.ledger import Ledger
 from ledger.store.sql import Receipt
 
@@ -66,7 +68,11 @@ def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
 
 
 def finalise(book: Ledger, payouts: Sequence[Payout]) -> list[Receipt]:
-    """Record each payout once: the withdrawal's USDC leaves ``system:withdrawals``."""
+    """Record each payout once: the withdrawal's USDC leaves ``system:withdrawals``. A
+    payout must match its withdrawal's claim (recipient and amount); one that does not is
+    refused before anything is written (:class:`PayoutMismatch`)."""
+    for p in payouts:
+        check_payout(_claim(book, p.seq), p.seq, p.recipient, p.amount)
     requests = [
         book.operator_signed(
             operations.payout(
@@ -85,6 +91,16 @@ def finalise(book: Ledger, payouts: Sequence[Payout]) -> list[Receipt]:
         for p in payouts
     ]
     return book.submit(requests) if requests else []
+
+
+def _claim(book: Ledger, seq: int) -> Withdrawal | None:
+    try:
+        tx = book.store.transaction(seq)
+    except NotFound:
+        return None
+    if tx.kind != TxKind.WITHDRAWAL.value:
+        return None
+    return withdrawal_of(seq, [(p.account, p.asset, p.amount) for p in tx.postings])
 
 
 def credit(book: Ledger, deposits: Sequence[Deposit]) -> list[Receipt]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ledger.core import eip712, envelopes, genesis
-from ledger.core.accounts import CLEARING, WITHDRAWALS, is_system
+from ledger.core.accounts import BRIDGE, CLEARING, WITHDRAWALS, is_system
 from ledger.core.amounts import USDC
 from ledger.core.authorization import Auth, AuthState, authorize, commit, debited_accounts
 from ledger.core.blocks import BlockHeader, make_block
@@ -26,8 +26,8 @@ from ledger.core.journal import (
     TxRequest,
     canonical_account,
 )
-from ledger.core.withdrawals import Withdrawal, withdrawal_of, withdrawal_root
-from ledger.errors import LedgerError
+from ledger.core.withdrawals import Withdrawal, check_payout, withdrawal_of, withdrawal_root
+from ledger.errors import LedgerError, PayoutMismatch
 from ledger.trading.rules import TradingRules
 from ledger.trading.state import TradingState, listed_instrument
 
@@ -61,6 +61,7 @@ class Replayer:
     l2_chain_id: str = genesis.DEFAULT_L2_CHAIN_ID
     trading: TradingState = field(default_factory=TradingState)
     withdrawals: list[Withdrawal] = field(default_factory=list)  # since the last block
+    unpaid: dict[int, Withdrawal] = field(default_factory=dict)  # withdrawals by seq
 
     def check_signature(self, tx: TxRecord, verified: Auth | str | None = None) -> list[str]:
         """Re-verify the transaction's signature from its metadata alone (or take the
@@ -165,13 +166,27 @@ class Replayer:
         unbalanced = {asset: total for asset, total in sums.items() if total}
         if unbalanced:
             problems.append(f"postings do not sum to zero: {unbalanced}")
-        if tx.kind == TxKind.WITHDRAWAL.value:
-            try:
-                self.withdrawals.append(withdrawal_of(tx.seq, tx_postings(tx)))
-            except LedgerError as exc:
-                problems.append(str(exc))
+        try:
+            self._track_withdrawals(tx)
+        except LedgerError as exc:
+            problems.append(str(exc))
         self.head = ChainHead(tx.seq, tx.hash, tx.recorded_at)
         return problems
+
+    def _track_withdrawals(self, tx: TxRecord) -> None:
+        """Collect the block's claims, and check each payout pays one unpaid claim
+        exactly (recipient and amount)."""
+        if tx.kind == TxKind.WITHDRAWAL.value:
+            claim = withdrawal_of(tx.seq, tx_postings(tx))
+            self.withdrawals.append(claim)
+            self.unpaid[tx.seq] = claim
+        elif tx.kind == TxKind.PAYOUT.value:
+            meta = json.loads(tx.metadata)
+            seq = meta.get("withdrawal")
+            paid = sum(p.amount for p in tx.postings if p.account == BRIDGE)
+            if not isinstance(seq, int):
+                raise PayoutMismatch(f"payout {tx.seq} names no withdrawal")
+            check_payout(self.unpaid.pop(seq, None), seq, str(meta.get("recipient")), paid)
 
     def _signed(self, asset: str) -> bool:
         try:

@@ -25,7 +25,7 @@ from ledger.core.accounts import WITHDRAWALS, is_system, owner_of
 from ledger.core.amounts import USDC
 from ledger.core.encoding import sha256
 from ledger.core.merkle import merkle_proof, merkle_root, verify_proof
-from ledger.errors import UnbalancedTransaction
+from ledger.errors import PayoutMismatch, UnbalancedTransaction
 
 LEAF_PREFIX = b"\x02"
 MAX_CLAIM = 2**128 - 1
@@ -65,6 +65,21 @@ def withdrawal_of(seq: int, postings: Sequence[tuple[str, str, int]]) -> Withdra
             f"withdrawal {seq} does not move one account's USDC to {WITHDRAWALS}: {list(postings)}"
         )
     return Withdrawal(seq, owner_of(debited[0]), amount)
+
+
+def check_payout(pending: Withdrawal | None, seq: int, recipient: str, amount: int) -> None:
+    """Refuse a payout of withdrawal ``seq`` unless it pays exactly the pending claim:
+    the same recipient and amount (``pending`` is None when ``seq`` is no withdrawal, or
+    one already paid)."""
+    if pending is None:
+        raise PayoutMismatch(
+            f"a payout names withdrawal {seq}, but no unpaid withdrawal has that sequence"
+        )
+    if (pending.recipient, pending.amount) != (recipient.lower(), amount):
+        raise PayoutMismatch(
+            f"the payout of withdrawal {seq} sends {amount} base units to {recipient}, but the "
+            f"claim is {pending.amount} to {pending.recipient}: the vault and the ledger disagree"
+        )
 
 
 def withdrawal_root(withdrawals: Sequence[Withdrawal]) -> bytes:
