@@ -13,12 +13,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
 from ledger.chain.devnet import run_devnet
 from ledger.cli_chain import register as register_chain
+from ledger.cli_mirror import register as register_mirror
 from ledger.cli_support import (
     iso,
     open_ledger,
@@ -27,6 +28,7 @@ from ledger.cli_support import (
     receipt_json,
     show_header,
     show_receipt,
+    sign_or_submit,
 )
 from ledger.cli_trading import register as register_trading
 from ledger.core import envelopes, genesis
@@ -45,7 +47,6 @@ from ledger.store.database import DEFAULT_URL, database_url
 from ledger.store.sql import Receipt
 from ledger.wallet import files
 from ledger.wallet.actions import sign_action_file
-from ledger.wallet.signer import Wallet
 
 DEMO_URL = "sqlite:///ledger-demo.db"
 DEVNET_URL = "sqlite:///ledger-devnet.db"
@@ -78,21 +79,8 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sign_or_submit(
-    args: argparse.Namespace, sign: Callable[[Ledger, Wallet], dict[str, Any]]
-) -> int:
-    with open_ledger(args) as book:
-        wallet = files.open_wallet(Path(args.keystore), book.l1_chain_id)
-        envelope = sign(book, wallet)
-        if args.sign_only:
-            print_json(envelope)
-        else:
-            show_receipt(book.submit_signed(envelope), args.json)
-    return 0
-
-
 def cmd_withdraw(args: argparse.Namespace) -> int:
-    return _sign_or_submit(
+    return sign_or_submit(
         args,
         lambda book, wallet: wallet.withdraw(
             args.account, args.amount, book.domain, args.nonce, args.expiry
@@ -101,7 +89,7 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    return _sign_or_submit(
+    return sign_or_submit(
         args,
         lambda book, wallet: wallet.transfer(
             args.source, args.target, args.amount, book.domain, args.nonce, args.expiry
@@ -110,7 +98,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_onboard(args: argparse.Namespace) -> int:
-    return _sign_or_submit(args, lambda book, wallet: wallet.onboarding(book.domain))
+    return sign_or_submit(args, lambda book, wallet: wallet.onboarding(book.domain))
 
 
 def cmd_reverse(args: argparse.Namespace) -> int:
@@ -514,6 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(command("audit", cmd_audit, "replay from genesis and verify everything"))
     register_trading(command, json_flag, write_flags)
     register_chain(command, json_flag)
+    mirror_parser = commands.add_parser(
+        "mirror", help="the StarkNet balance mirror: authorize, revoke, sync, status"
+    )
+    mirror_commands = mirror_parser.add_subparsers(
+        dest="mirror_command", required=True, metavar="COMMAND"
+    )
+
+    def mirror_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return mirror_commands.add_parser(
+            name, help=help_text, description=help_text, parents=[common]
+        )
+
+    register_mirror(mirror_command, signed_flags, json_flag)
     sub = command(
         "devnet", cmd_devnet, "the venue end to end on a local EVM devnet: settle and reconcile"
     )

@@ -15,6 +15,7 @@ from ledger.errors import MalformedEnvelope
 from ledger.ledger import Ledger
 from ledger.store.sql import Receipt
 from ledger.wallet import files
+from ledger.wallet.signer import Wallet
 
 # How the command modules register their sub-commands on the ``ledger`` parser.
 Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -98,3 +99,17 @@ def read_json(path: str) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise MalformedEnvelope(f"cannot read {path}: {exc}") from exc
+
+
+def sign_or_submit(
+    args: argparse.Namespace, sign: Callable[[Ledger, Wallet], dict[str, Any]]
+) -> int:
+    """Sign an owner's action with ``--keystore``; print it (``--sign-only``) or apply it."""
+    with open_ledger(args) as book:
+        wallet = files.open_wallet(Path(args.keystore), book.l1_chain_id)
+        envelope = sign(book, wallet)
+        if args.sign_only:
+            print_json(envelope)
+        else:
+            show_receipt(book.submit_signed(envelope), args.json)
+    return 0

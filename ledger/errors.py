@@ -154,3 +154,8 @@ class NotLiquidatable(LedgerError):
 
 class InvalidMarginMode(LedgerError):
     """A margin mode or leverage the account cannot take."""
+
+
+class MirrorError(LedgerError):
+    """The StarkNet mirror cannot proceed: a node answer it cannot trust, a chain or token
+    other than the one mirrored, or a reorg to review."""

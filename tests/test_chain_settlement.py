@@ -58,11 +58,11 @@ def test_round_trip_deposit_withdraw_reconcile(book: Ledger, vault: Vault) -> No
     assert (report.deposits, report.credited) == (3, 3)
     assert book.balance(ALICE).units == 350 * USDC and book.balance(BOB).units == 200 * USDC
     # Delivered again (the cursor reset by hand, as a restart from scratch would): nothing new.
-    book.store.set_chain_cursor(vault.chain_id, vault.vault.address, 0, "0x" + "00" * 32)
+    book.store.set_chain_cursor(vault.chain, vault.vault.address, 0, "0x" + "00" * 32)
     with pytest.raises(ReorgDetected):
         sync(book, vault)  # block 0's hash is not zero: reported, not absorbed
     genesis_hash = "0x" + bytes(vault.w3.eth.get_block(0)["hash"]).hex()
-    book.store.set_chain_cursor(vault.chain_id, vault.vault.address, 0, genesis_hash)
+    book.store.set_chain_cursor(vault.chain, vault.vault.address, 0, genesis_hash)
     again = sync(book, vault)
     assert (again.deposits, again.credited) == (3, 0)  # read again, credited once
     assert book.balance(ALICE).units == 350 * USDC

@@ -64,7 +64,7 @@ ROW_TABLES = (
     "trading_state",
     "chain_cursors",
 )
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 @pytest.fixture(params=STORES)

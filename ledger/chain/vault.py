@@ -102,6 +102,11 @@ class Vault:
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
 
+    @property
+    def chain(self) -> str:
+        """The chain's CAIP-2 name (``eip155:ID``), as chain cursors are keyed."""
+        return f"eip155:{self.chain_id}"
+
     # ------------------------------------------------------------------ set-up
     @classmethod
     def deploy(cls, w3: Web3, deployer: LocalAccount, operator: str) -> Vault:

@@ -44,7 +44,7 @@ def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
     """Ingest the deposits and payouts of every block up to ``confirmations`` below the
     head, from the stored cursor on."""
     w3, address = vault.w3, vault.vault.address
-    cursor = book.store.chain_cursor(vault.chain_id, address)
+    cursor = book.store.chain_cursor(vault.chain, address)
     if cursor is not None:
         number, block_hash = cursor
         now = hex_hash(w3.eth.get_block(number)["hash"])
@@ -61,7 +61,7 @@ def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
     receipts = credit(book, deposits)
     payouts = finalise(book, vault.payouts(start, safe))
     book.store.set_chain_cursor(
-        vault.chain_id, address, safe, hex_hash(w3.eth.get_block(safe)["hash"])
+        vault.chain, address, safe, hex_hash(w3.eth.get_block(safe)["hash"])
     )
     credited = sum(not r.duplicate for r in receipts)
     return SyncReport(start, safe, len(deposits), credited, sum(not r.duplicate for r in payouts))

@@ -3,7 +3,9 @@
 * a user's main account is its owner address: ``0x`` + 40 hex digits, stored lower-case
   (a mixed-case address must carry a valid EIP-55 checksum);
 * a sub-account is ``OWNER:NAME`` (isolated margin lives there);
-* system accounts are ``system:NAME`` from a fixed set; they may go negative.
+* system accounts are ``system:NAME`` from a fixed set; they may go negative;
+* a mirror account ``mirror:OWNER`` holds the owner's StarkNet USDC as the balance mirror
+  observed it (``ledger.core.mirror``): written only by the mirror.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ CLEARING = "system:clearing"
 # Withdrawals signed but not yet paid out on L1: a withdrawal moves USDC here, the payout
 # observed on chain moves it on to the bridge (two phases, each a journal transaction).
 WITHDRAWALS = "system:withdrawals"
-SYSTEM_ACCOUNTS = frozenset({BRIDGE, FEES, INSURANCE, FUNDING, CLEARING, WITHDRAWALS})
+# Counterparty of mirrored L2 balances: minus everything the mirror holds as evidence.
+STARKNET = "system:starknet"
+SYSTEM_ACCOUNTS = frozenset({BRIDGE, FEES, INSURANCE, FUNDING, CLEARING, WITHDRAWALS, STARKNET})
+MIRROR_PREFIX = "mirror:"
 
 MAX_ACCOUNT_ID_BYTES = 96
 
@@ -39,6 +44,7 @@ class AccountKind(StrEnum):
     USER = "user"
     SUB = "sub"
     SYSTEM = "system"
+    MIRROR = "mirror"
 
 
 def _keccak_hex(data: bytes) -> str:
@@ -78,6 +84,8 @@ def normalize_account(text: str) -> str:
             known = ", ".join(sorted(SYSTEM_ACCOUNTS))
             raise InvalidAccount(f"unknown system account {text!r}; known: {known}")
         return text
+    if text.startswith(MIRROR_PREFIX):
+        return mirror_account(normalize_address(text.removeprefix(MIRROR_PREFIX)))
     owner, sep, name = text.partition(":")
     address = normalize_address(owner)
     if not sep:
@@ -94,6 +102,8 @@ def account_kind(account: str) -> AccountKind:
     """Kind of an already-normalised account id."""
     if account.startswith("system:"):
         return AccountKind.SYSTEM
+    if account.startswith(MIRROR_PREFIX):
+        return AccountKind.MIRROR
     return AccountKind.SUB if ":" in account else AccountKind.USER
 
 
@@ -103,6 +113,11 @@ def is_system(account: str) -> bool:
 
 
 def owner_of(account: str) -> str:
-    """The owner address of a user or sub-account."""
+    """The owner address of a user, sub- or mirror account."""
     assert not is_system(account), account
-    return account.partition(":")[0]
+    return account.removeprefix(MIRROR_PREFIX).partition(":")[0]
+
+
+def mirror_account(owner: str) -> str:
+    """The account holding ``owner``'s mirrored L2 balance."""
+    return MIRROR_PREFIX + owner

@@ -34,6 +34,8 @@ class Asset:
 
 
 USDC = Asset("USDC", 6)
+# USDC held on StarkNet, as the balance mirror observed it: evidence, not collateral.
+MIRROR_ASSET = Asset("L2USDC", 6)
 
 
 def parse_amount(text: str, asset: Asset = USDC) -> int:

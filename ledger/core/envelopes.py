@@ -35,11 +35,13 @@ from ledger.core.authorization import MAX_NONCE, ONBOARDING, OPERATOR, USER, Aut
 from ledger.core.blocks import BlockHeader
 from ledger.core.encoding import canonical_json
 from ledger.core.journal import TxKind, TxRequest, canonical_account
+from ledger.core.mirror import MIRROR_ACTIONS
 from ledger.errors import (
     BadSignature,
     InvalidAccount,
     LedgerError,
     MalformedEnvelope,
+    NotOwner,
     WrongDomain,
 )
 
@@ -70,6 +72,15 @@ ACTION_TYPES: dict[str, snip12.StructType] = {
         ),
     ),
 }
+_MIRROR_FIELDS = (
+    ("account", "string"),
+    ("l2_address", "ContractAddress"),
+    ("token", "ContractAddress"),
+    *_NONCE_EXPIRY,
+)
+# Opting in to (and out of) the StarkNet balance mirror (``ledger.core.mirror``).
+ACTION_TYPES["mirror_authorize"] = snip12.StructType("MirrorAuthorization", _MIRROR_FIELDS)
+ACTION_TYPES["mirror_revoke"] = snip12.StructType("MirrorRevocation", _MIRROR_FIELDS)
 ONBOARDING_TYPE = snip12.StructType("Onboarding", (("account", "ContractAddress"),))
 
 
@@ -217,6 +228,8 @@ def verify_action(envelope: object, domain: snip12.Domain) -> SignedAction:
 def _typed(kind: str, value: Any) -> Any:
     if kind in ("u128", "timestamp"):
         return snip12.encode_u128(value)
+    if kind == "ContractAddress":
+        return f"{snip12.encode_felt(value):#x}"
     return value
 
 
@@ -229,11 +242,27 @@ def request_for_action(action: SignedAction) -> TxRequest:
         request = operations.withdrawal(values["account"], values["amount"], key, metadata)
     elif action.action == "transfer":
         request = operations.transfer(values["from"], values["to"], values["amount"], key, metadata)
-    elif action.action == "set_margin_mode":
+    elif action.action in ("set_margin_mode", *MIRROR_ACTIONS):
+        if action.action in MIRROR_ACTIONS:
+            _check_mirror_action(action)
         request = TxRequest(TxKind.ACCOUNT_SETTING.value, key, (), canonical_json(metadata))
     else:
         raise MalformedEnvelope("an order is not a transaction: it is carried by a fill")
     return request._replace(auth=action.auth)
+
+
+def _check_mirror_action(action: SignedAction) -> None:
+    """An owner mirrors its own L2 account only: the one whose key signed the action."""
+    account, l2_address = action.values["account"], action.values["l2_address"]
+    if canonical_account(account) != action.owner:
+        raise MalformedEnvelope(
+            f"a mirror authorisation names the owner's main account {action.owner}, not {account}"
+        )
+    signer_account = action.envelope["signer"]["stark_account"]
+    if l2_address != signer_account:
+        raise NotOwner(
+            f"{action.owner} can only mirror its own L2 account {signer_account}, not {l2_address}"
+        )
 
 
 def parse_onboarding(

@@ -11,14 +11,14 @@ the overlay, applies a batch, and writes the records; it never decides anything 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from typing import NamedTuple, Protocol
 
-from ledger.core.accounts import is_system, normalize_account
-from ledger.core.amounts import MAX_AMOUNT, USDC, Asset, format_amount
+from ledger.core.accounts import MIRROR_PREFIX, STARKNET, is_system, normalize_account
+from ledger.core.amounts import MAX_AMOUNT, MIRROR_ASSET, USDC, Asset, format_amount
 from ledger.core.authorization import Auth, AuthState, authorize, commit, debited_accounts
 from ledger.core.encoding import (
     ZERO_HASH,
@@ -59,6 +59,7 @@ class TxKind(StrEnum):
     ACCOUNT_SETTING = "account_setting"
     LISTING = "listing"
     PAYOUT = "payout"
+    MIRROR = "mirror"
 
 
 KNOWN_KINDS = frozenset(kind.value for kind in TxKind)
@@ -228,6 +229,25 @@ class Rules(Protocol):
         nothing to add (the request's own postings apply unchecked)."""
 
 
+def check_mirror_postings(kind: str, postings: Iterable[Posting]) -> None:
+    """Mirrored L2 balances are evidence (``ledger.core.mirror``): only mirror entries post
+    ``L2USDC`` or touch ``mirror:`` accounts, and they post nothing else."""
+    is_mirror = kind == TxKind.MIRROR.value
+    for p in postings:
+        evidence = p.asset == MIRROR_ASSET.code
+        mirrored = p.account == STARKNET or p.account.startswith(MIRROR_PREFIX)
+        if is_mirror and not (evidence and mirrored):
+            raise UnbalancedTransaction(
+                f"a mirror entry posts only {MIRROR_ASSET.code} between {STARKNET} and "
+                f"mirror accounts, not {p.asset} to {p.account}"
+            )
+        if not is_mirror and (evidence or mirrored):
+            raise UnbalancedTransaction(
+                f"a {kind} cannot post {p.asset} to {p.account}: mirrored L2 balances are "
+                "evidence, written only by the mirror"
+            )
+
+
 @dataclass(slots=True)
 class Journal:
     """Chain head plus an overlay of balances and versions; applies requests in order."""
@@ -236,7 +256,9 @@ class Journal:
     balances: dict[tuple[str, str], int]
     versions: dict[str, int]
     auth_state: AuthState = field(default_factory=AuthState)
-    assets: Mapping[str, Asset] = field(default_factory=lambda: {USDC.code: USDC})
+    assets: Mapping[str, Asset] = field(
+        default_factory=lambda: {USDC.code: USDC, MIRROR_ASSET.code: MIRROR_ASSET}
+    )
     rules: Rules | None = None
 
     def apply(self, request: TxRequest, digest: bytes, now_us: int) -> TxRecord:
@@ -250,6 +272,7 @@ class Journal:
                 f"a {request.kind} names no postings: the ledger computes them"
             )
         self._check(request.postings)
+        check_mirror_postings(request.kind, request.postings)
         debited = debited_accounts(request.postings)
         authorize(request.kind, request.key, request.auth, debited, self.auth_state, recorded_at)
         transition = None

@@ -45,6 +45,7 @@ class BalanceRow(Base):
 
 class TransactionRow(Base):
     __tablename__ = "transactions"
+    __table_args__ = (Index("ix_transactions_kind_seq", "kind", "seq"),)
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
     key: Mapped[str] = mapped_column(String(128), unique=True)
@@ -157,12 +158,13 @@ class TradingStateRow(Base):
 
 
 class ChainCursorRow(Base):
-    """The last block (number and hash) whose events the chain watcher has ingested, per
-    chain and contract: it resumes there, and a changed hash there is a reorg."""
+    """The last block (number and hash) whose events a chain adapter (the L1 watcher, the
+    StarkNet mirror) has ingested, per chain (``eip155:ID``, ``starknet:ID``) and contract:
+    it resumes there, and a changed hash there is a reorg."""
 
     __tablename__ = "chain_cursors"
 
-    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    contract: Mapped[str] = mapped_column(String(42), primary_key=True)
+    chain: Mapped[str] = mapped_column(String(80), primary_key=True)
+    contract: Mapped[str] = mapped_column(String(66), primary_key=True)
     block_number: Mapped[int] = mapped_column(BigInteger)
     block_hash: Mapped[str] = mapped_column(String(66))

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ledger.core.accounts import account_kind, is_system, owner_of
+from ledger.core.accounts import AccountKind, account_kind, is_system, owner_of
 from ledger.core.authorization import USER, AuthState
 from ledger.core.blocks import BlockHeader, make_block
 from ledger.core.genesis import genesis_settings
@@ -71,6 +71,7 @@ _TX_SELECT = (
     "SELECT seq, kind, key, effective_at, recorded_at, metadata, reverses, digest, prev_hash, "
     "hash FROM transactions "
 )
+_ALWAYS_OPEN = (AccountKind.SYSTEM, AccountKind.MIRROR)
 _POSTING_SELECT = "SELECT seq, idx, account, asset, amount, balance_after, version FROM postings "
 _UPDATE_HEAD = "UPDATE chain_head SET seq = ?, hash = ?, recorded_at = ? WHERE id = 1"
 
@@ -555,28 +556,29 @@ class SqlStore:
             legs.setdefault(seq, []).append((account, asset, amount))
         return [withdrawal_of(seq, postings) for seq, postings in legs.items()]
 
-    def chain_cursor(self, chain_id: int, contract: str) -> tuple[int, str] | None:
-        """``(block number, block hash)`` the watcher ingested up to, if any."""
+    def chain_cursor(self, chain: str, contract: str) -> tuple[int, str] | None:
+        """``(block number, block hash)`` a chain adapter ingested ``contract``'s events
+        up to on ``chain`` (``eip155:ID`` or ``starknet:ID``), if any."""
         with self.read() as connection:
             row = connection.exec_driver_sql(
                 self._sql(
                     "SELECT block_number, block_hash FROM chain_cursors "
-                    "WHERE chain_id = ? AND contract = ?"
+                    "WHERE chain = ? AND contract = ?"
                 ),
-                (chain_id, contract.lower()),
+                (chain, contract.lower()),
             ).first()
         return None if row is None else (int(row[0]), str(row[1]))
 
-    def set_chain_cursor(self, chain_id: int, contract: str, number: int, block_hash: str) -> None:
+    def set_chain_cursor(self, chain: str, contract: str, number: int, block_hash: str) -> None:
         """Record that events up to block ``number`` (hash ``block_hash``) are ingested."""
         with self._write() as connection:
             connection.exec_driver_sql(
                 self._sql(
-                    "INSERT INTO chain_cursors (chain_id, contract, block_number, block_hash) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (chain_id, contract) DO UPDATE SET "
+                    "INSERT INTO chain_cursors (chain, contract, block_number, block_hash) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (chain, contract) DO UPDATE SET "
                     "block_number = excluded.block_number, block_hash = excluded.block_hash"
                 ),
-                (chain_id, contract.lower(), number, block_hash),
+                (chain, contract.lower(), number, block_hash),
             )
 
     def withdrawal_proof(self, seq: int) -> WithdrawalProof:
@@ -636,6 +638,16 @@ class SqlStore:
         ).all()
         return {tx.seq: tx for tx in _merge(iter(transactions), iter(postings))}
 
+    def transactions_of_kind(self, kinds: Sequence[str]) -> list[TxRecord]:
+        """Every committed transaction of one of ``kinds``, in sequence order."""
+        clause, params = self._in("kind", kinds)
+        with self.read() as connection:
+            seqs = connection.exec_driver_sql(
+                f"SELECT seq FROM transactions WHERE {clause} ORDER BY seq", params
+            ).scalars()
+            found = self._transactions(connection, list(seqs))
+        return list(found.values())
+
     def transaction_by_key(self, key: str) -> TxRecord | None:
         """The committed transaction with idempotency key ``key``, if any."""
         with self.read() as connection:
@@ -684,8 +696,8 @@ class SqlStore:
                 ),
                 (account, asset, as_of),
             ).first()
-            # The fixed system accounts always exist (at zero until their first posting).
-            unknown = row is None and not is_system(account)
+            # System and mirror accounts always exist (at zero until their first posting).
+            unknown = row is None and account_kind(account) not in _ALWAYS_OPEN
             if unknown and not self._account_exists(connection, account):
                 raise NotFound(f"unknown account {account}: it has never received funds")
             return (row[0] if row else 0), as_of

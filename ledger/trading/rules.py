@@ -25,9 +25,10 @@ from ledger.core.accounts import (
     account_kind,
     is_system,
 )
-from ledger.core.amounts import USDC, Asset
+from ledger.core.amounts import MIRROR_ASSET, USDC, Asset
 from ledger.core.authorization import AuthState
 from ledger.core.journal import TxKind, TxRequest, canonical_account
+from ledger.core.mirror import check_evidence
 from ledger.core.orders import Order
 from ledger.errors import InvalidMarginMode, InvalidMarketEvent, LedgerError
 from ledger.trading.fills import plan_fill
@@ -55,7 +56,7 @@ class TradingAssets(Mapping[str, Asset]):
 
     def __init__(self, state: TradingState) -> None:
         self._state = state
-        self._known: dict[str, Asset] = {USDC.code: USDC}
+        self._known: dict[str, Asset] = {USDC.code: USDC, MIRROR_ASSET.code: MIRROR_ASSET}
 
     def __getitem__(self, code: str) -> Asset:
         asset = self._known.get(code)
@@ -136,7 +137,12 @@ class TradingRules:
         state = self.state
         if kind in _USER_CHECKED:
             return self._checked_transfer(request, balances, now_us)
+        if kind == TxKind.MIRROR.value:
+            check_evidence(request)  # mirrored value: no trading effect
+            return None
         if kind == TxKind.ACCOUNT_SETTING.value:
+            if _meta(request)["auth"]["action"] != "set_margin_mode":
+                return None  # a mirror authorisation: nothing for the trading rules
             return self._set_mode(request, balances, now_us)
         if kind == TxKind.LISTING.value:
             text = _meta(request).get("config")

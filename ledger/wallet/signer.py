@@ -198,6 +198,25 @@ class Wallet:
         }
         return self.sign_action("set_margin_mode", message, domain)
 
+    def mirror(
+        self,
+        token: int | str,
+        domain: snip12.Domain,
+        revoke: bool = False,
+        nonce: int | None = None,
+        expiry: int | None = None,
+    ) -> dict[str, Any]:
+        """Sign an authorisation (or, with ``revoke``, its revocation) for the ledger to
+        mirror this wallet's L2 account balance of ``token`` (a StarkNet address)."""
+        message = {
+            "account": self.address,
+            "l2_address": f"{self.stark_account:#x}",
+            "token": f"{snip12.encode_felt(token):#x}",
+            "nonce": str(nonce_or_default(nonce)),
+            "expiry": str(expiry_or_default(expiry)),
+        }
+        return self.sign_action("mirror_revoke" if revoke else "mirror_authorize", message, domain)
+
     def onboarding(self, domain: snip12.Domain) -> dict[str, Any]:
         """The onboarding envelope: each key signs the other's identity."""
         l1 = eip712.onboarding_message(
