@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from web3.exceptions import BlockNotFound
+
 from ledger.chain.vault import ChainError, Deposit, Payout, Vault, hex_hash
 from ledger.core import operations
 from ledger.core.journal import MAX_BATCH, TxKind
@@ -45,26 +47,46 @@ def sync(book: Ledger, vault: Vault, confirmations: int = 0) -> SyncReport:
     head, from the stored cursor on."""
     w3, address = vault.w3, vault.vault.address
     cursor = book.store.chain_cursor(vault.chain, address)
+    head = w3.eth.block_number
     if cursor is not None:
         number, block_hash = cursor
-        now = hex_hash(w3.eth.get_block(number)["hash"])
+        now = _block_hash(vault, number, head)
         if now != block_hash:
             raise ReorgDetected(
                 f"block {number} changed from {block_hash} to {now} although it was "
                 f"{confirmations} confirmations deep: deposits after it need an operator's review"
             )
     start = cursor[0] + 1 if cursor is not None else 0
-    safe = w3.eth.block_number - confirmations
+    safe = head - confirmations
     if safe < start:
         return SyncReport(start, safe, 0, 0, 0)
-    deposits = vault.deposits(start, safe)
+    # The safe block's hash is read before the logs and checked after: a reorg while they
+    # are read would otherwise credit the old chain's deposits under the new chain's hash.
+    safe_hash = _block_hash(vault, safe, head)
+    deposits, payouts = vault.deposits(start, safe), vault.payouts(start, safe)
+    now = _block_hash(vault, safe, head)
+    if now != safe_hash:
+        raise ReorgDetected(
+            f"block {safe} changed from {safe_hash} to {now} while its events were read: "
+            "nothing was written; sync again"
+        )
     receipts = credit(book, deposits)
-    payouts = finalise(book, vault.payouts(start, safe))
-    book.store.set_chain_cursor(
-        vault.chain, address, safe, hex_hash(w3.eth.get_block(safe)["hash"])
-    )
+    paid = finalise(book, payouts)
+    book.store.set_chain_cursor(vault.chain, address, safe, safe_hash)
     credited = sum(not r.duplicate for r in receipts)
-    return SyncReport(start, safe, len(deposits), credited, sum(not r.duplicate for r in payouts))
+    return SyncReport(start, safe, len(deposits), credited, sum(not r.duplicate for r in paid))
+
+
+def _block_hash(vault: Vault, number: int, head: int) -> str:
+    """The hash of block ``number``; a block the node no longer has (a reorg onto a shorter
+    chain, or a node behind) is reported as a reorg, never a crash."""
+    try:
+        return hex_hash(vault.w3.eth.get_block(number)["hash"])
+    except BlockNotFound as exc:
+        raise ReorgDetected(
+            f"block {number} is gone: the node's head is {head} (a reorg onto a shorter "
+            "chain, or a node behind); nothing was written"
+        ) from exc
 
 
 def finalise(book: Ledger, payouts: Sequence[Payout]) -> list[Receipt]:
