@@ -14,9 +14,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger
+from ledger.chain.vault import Vault, connect, give_eth, send
 from ledger.core.encoding import sha256
 from ledger.store.database import database_url, make_engine, migrate
 from ledger.wallet import Wallet
+from tests.anvil import running_anvil
 
 PG_ENV = "LEDGER_TEST_DATABASE_URL"
 # One template per test process: parallel pytest runs on one server must not share it.
@@ -158,3 +160,31 @@ def book(db_url: str) -> Iterator[Ledger]:
     """An open ledger on each store, with ALICE, BOB and CAROL onboarded."""
     with open_book(db_url) as ledger:
         yield ledger
+
+
+def deployed_vault(rpc_url: str | None) -> Vault:
+    """A vault (operated by OPERATOR's L1 key) with ALICE and BOB holding 1,000 USDC on L1."""
+    w3 = connect(rpc_url)
+    funder = w3.eth.accounts[0]
+    for wallet in (ALICE_WALLET, BOB_WALLET, OPERATOR):
+        give_eth(w3, funder, wallet.l1_account.address)
+    deployed = Vault.deploy(w3, ALICE_WALLET.l1_account, OPERATOR.l1_account.address)
+    for wallet in (ALICE_WALLET, BOB_WALLET):
+        account = wallet.l1_account
+        send(w3, account, deployed.usdc.functions.mint(account.address, 1_000 * 10**6))
+    return deployed
+
+
+@pytest.fixture(params=["py-evm", "anvil"])
+def vault(request: pytest.FixtureRequest) -> Iterator[Vault]:
+    """The vault on the in-process chain, and on a real node (anvil)."""
+    if request.param == "py-evm":
+        yield deployed_vault(None)
+        return
+    with running_anvil() as url:
+        yield deployed_vault(url)
+
+
+@pytest.fixture
+def pyevm_vault() -> Vault:
+    return deployed_vault(None)

@@ -499,21 +499,9 @@ class StarknetTestNode:
         """An int, a 0x-hex string or a short string such as ``"SN_MAIN"``."""
         self._chain_id = _parse_chain_id(value)
 
-    def fail_next(
-        self,
-        method: str,
-        kind: FaultKind,
-        *,
-        times: int = 1,
-        code: int = -32603,
-        message: str = "Internal error",
-        delay: float | None = None,
-        high: int = 1,
-    ) -> None:
+    def fail_next(self, method: str, kind: FaultKind, **options: Any) -> None:
         """Shorthand for ``node.faults.fail_next``."""
-        self.faults.fail_next(
-            method, kind, times=times, code=code, message=message, delay=delay, high=high
-        )
+        self.faults.fail_next(method, kind, **options)
 
     @property
     def call_counts(self) -> Counter[str]:

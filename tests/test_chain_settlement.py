@@ -6,14 +6,13 @@ reported."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ledger import Ledger
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
-from ledger.chain.vault import ChainError, Vault, connect, give_eth, send
+from ledger.chain.vault import ChainError, Vault
 from ledger.chain.watcher import ReorgDetected, sync
 from ledger.cli import main
 from ledger.core.accounts import BRIDGE
@@ -21,33 +20,6 @@ from tests.anvil import running_anvil
 from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, OPERATOR
 
 USDC = 10**6
-
-
-def _deployed(rpc_url: str | None) -> Vault:
-    w3 = connect(rpc_url)
-    funder = w3.eth.accounts[0]
-    for wallet in (ALICE_WALLET, BOB_WALLET, OPERATOR):
-        give_eth(w3, funder, wallet.l1_account.address)
-    deployed = Vault.deploy(w3, ALICE_WALLET.l1_account, OPERATOR.l1_account.address)
-    for wallet in (ALICE_WALLET, BOB_WALLET):
-        account = wallet.l1_account
-        send(w3, account, deployed.usdc.functions.mint(account.address, 1_000 * USDC))
-    return deployed
-
-
-@pytest.fixture(params=["py-evm", "anvil"])
-def vault(request: pytest.FixtureRequest) -> Iterator[Vault]:
-    """The vault on the in-process chain, and on a real node (anvil)."""
-    if request.param == "py-evm":
-        yield _deployed(None)
-        return
-    with running_anvil() as url:
-        yield _deployed(url)
-
-
-@pytest.fixture
-def pyevm_vault() -> Vault:
-    return _deployed(None)
 
 
 def test_round_trip_deposit_withdraw_reconcile(book: Ledger, vault: Vault) -> None:

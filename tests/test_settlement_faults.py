@@ -31,7 +31,7 @@ from web3.types import RPCEndpoint
 from ledger import Ledger
 from ledger.chain import watcher
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
-from ledger.chain.vault import ChainError, Deposit, Vault, connect, give_eth, hex_hash, send
+from ledger.chain.vault import ChainError, Deposit, Vault, hex_hash
 from ledger.chain.watcher import ReorgDetected, credit, sync
 from ledger.cli import main
 from ledger.core.accounts import BRIDGE, WITHDRAWALS
@@ -40,7 +40,7 @@ from ledger.core.withdrawals import Withdrawal, WithdrawalProof
 from ledger.errors import NotFound
 from ledger.store.sql import Receipt
 from tests.anvil import running_anvil
-from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, CAROL, OPERATOR
+from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, CAROL, OPERATOR, deployed_vault
 from tests.test_cli import PASSWORD, write_keystore
 
 USDC = 10**6
@@ -52,38 +52,10 @@ ACCOUNTS = (ALICE, BOB, CAROL)
 # ---------------------------------------------------------------------- chains
 
 
-def deployed(rpc_url: str | None) -> Vault:
-    """A vault (operated by OPERATOR's L1 key) with ALICE and BOB funded on L1."""
-    w3 = connect(rpc_url)
-    funder = w3.eth.accounts[0]
-    for wallet in (ALICE_WALLET, BOB_WALLET, OPERATOR):
-        give_eth(w3, funder, wallet.l1_account.address)
-    vault = Vault.deploy(w3, ALICE_WALLET.l1_account, OPERATOR.l1_account.address)
-    for wallet in (ALICE_WALLET, BOB_WALLET):
-        account = wallet.l1_account
-        send(w3, account, vault.usdc.functions.mint(account.address, MINTED))
-    return vault
-
-
-@pytest.fixture(params=["py-evm", "anvil"])
-def vault(request: pytest.FixtureRequest) -> Iterator[Vault]:
-    """The vault on the in-process chain, and on a real node (anvil)."""
-    if request.param == "py-evm":
-        yield deployed(None)
-        return
-    with running_anvil() as url:
-        yield deployed(url)
-
-
-@pytest.fixture
-def pyevm_vault() -> Vault:
-    return deployed(None)
-
-
 @pytest.fixture
 def anvil_vault() -> Iterator[Vault]:
     with running_anvil() as url:
-        yield deployed(url)
+        yield deployed_vault(url)
 
 
 def in_process(vault: Vault) -> bool:
@@ -396,7 +368,7 @@ def test_ledger_watch_sigkilled_midway_then_rerun(
     finalises the payout, once; a third run finds nothing new."""
     deposits, batch = 300, 10
     with running_anvil() as url:
-        vault = deployed(url)
+        vault = deployed_vault(url)
         watch = ["watch", "--rpc-url", url, "--vault", vault.vault.address, "--db", db_url]
         # Both processes start now and import while the chain is prepared.
         killed, rerun = (
