@@ -345,6 +345,7 @@ class _HttpReply:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a burst of parallel connections is not refused
     node: StarknetTestNode
 
     def __init__(self) -> None:
@@ -366,6 +367,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
 
     def setup(self) -> None:
         super().setup()

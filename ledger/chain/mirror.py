@@ -112,7 +112,9 @@ def sync(
     each node call times out after ``timeout`` seconds and is retried ``retries`` times."""
     if confirmations < 0 or chunk_size < 1 or range_size < 1:
         raise MirrorError("confirmations must be >= 0, chunk and range sizes >= 1")
-    address = snip12.encode_felt(token)
+    address = mirror.parse_address(token)
+    if not url.startswith(("http://", "https://")):
+        raise MirrorError(f"--rpc-url {url!r} is not an http(s) URL")
 
     async def run() -> MirrorReport:
         async with StarknetNode(url, timeout=timeout, retries=retries, log=log) as node:
@@ -328,7 +330,7 @@ def status(
     """Every authorised or mirrored account: its mirrored balance and block; with a node,
     how far behind the head that is and the drift from a fresh ``balance_of`` there."""
     state = load_state(book)
-    mirrored = state.token if token is None else snip12.encode_felt(token)
+    mirrored = state.token if token is None else mirror.parse_address(token)
     rows: dict[str, tuple[str, int, bool]] = {}
     for account, opened in state.opened.items():
         rows[account] = (account.removeprefix("mirror:"), opened.l2_address, False)

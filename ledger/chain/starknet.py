@@ -129,7 +129,11 @@ class StarknetNode:
                 async with self._limit:
                     self.calls += 1
                     return await call()
-            except Exception as exc:
+            except Exception as exc:  # classified here: retried, refused, or not the node's
+                if isinstance(exc, ClientError) and not _retryable(exc):
+                    raise MirrorError(
+                        f"{what}: the node refused it with code {exc.code}: {exc.message}"
+                    ) from exc
                 if not _retryable(exc):
                     raise
                 problem = f"{type(exc).__name__}: {exc}".strip()[:300]

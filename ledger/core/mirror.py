@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from ledger.core.accounts import STARKNET, mirror_account
 from ledger.core.amounts import MAX_AMOUNT, MIRROR_ASSET
 from ledger.core.journal import Posting, TxKind, TxRecord, TxRequest, make_request
+from ledger.core.snip12 import FIELD_PRIME
 from ledger.errors import MirrorError, UnbalancedTransaction
 
 MIRROR_ACTIONS = ("mirror_authorize", "mirror_revoke")
@@ -153,6 +154,23 @@ def _fold_entry(state: MirrorState, meta: Mapping[str, Any], seq: int) -> None:
         )
     elif entry == "close":
         state.opened.pop(meta["account"], None)
+
+
+def parse_address(value: int | str, what: str = "token") -> int:
+    """A StarkNet contract address: an int or a 0x-hex string below the field prime (a
+    typo must not become some other felt, such as a short string)."""
+    if isinstance(value, str):
+        try:
+            if not value.startswith("0x"):
+                raise ValueError(value)
+            value = int(value, 16)
+        except ValueError:
+            raise MirrorError(
+                f"{what} {value!r} is not a StarkNet address: expected 0x and hex digits"
+            ) from None
+    if not 0 < value < FIELD_PRIME:
+        raise MirrorError(f"{what} {value:#x} is not a StarkNet address (0 < address < P)")
+    return value
 
 
 def parse_u256(words: Sequence[object], what: str) -> int:

@@ -14,6 +14,7 @@ from ledger.core import eip712, envelopes, genesis, snip12, stark
 from ledger.core.amounts import USDC, parse_amount
 from ledger.core.blocks import BlockHeader
 from ledger.core.journal import TxRequest, canonical_account
+from ledger.core.mirror import parse_address
 from ledger.errors import MalformedEnvelope
 
 DEFAULT_TTL_S = 3600
@@ -211,7 +212,7 @@ class Wallet:
         message = {
             "account": self.address,
             "l2_address": f"{self.stark_account:#x}",
-            "token": f"{snip12.encode_felt(token):#x}",
+            "token": f"{parse_address(token):#x}",
             "nonce": str(nonce_or_default(nonce)),
             "expiry": str(expiry_or_default(expiry)),
         }
