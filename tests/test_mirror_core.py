@@ -24,7 +24,7 @@ from ledger.errors import (
     NotReversible,
     UnbalancedTransaction,
 )
-from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET
+from tests.conftest import ALICE, ALICE_WALLET, BOB, BOB_WALLET, CAROL, CAROL_WALLET
 
 TOKEN = 0x053C91253BC9682C04929CA02ED00B3E423F6710D2EE7E0D5EBB06F3ECF368A8
 CHAIN = "starknet:SN_SEPOLIA"
@@ -78,7 +78,8 @@ def test_forged_or_foreign_authorisations_are_refused(book: Ledger) -> None:
 
 
 def test_mirrored_value_is_evidence_only(book: Ledger) -> None:
-    auth = mirror.Authorization(ALICE, ALICE_WALLET.stark_account, TOKEN, 99)
+    book.submit_signed(ALICE_WALLET.mirror(TOKEN, book.domain, nonce=1))
+    auth = _state(book).authorizations[ALICE]
     book.submit([book.operator_signed(mirror.opening(CHAIN, auth, 7, 0xAB, 5_000_000))])
     assert book.balance(mirror_account(ALICE), MIRROR_ASSET.code).units == 5_000_000
     assert book.balance(STARKNET, MIRROR_ASSET.code).units == -5_000_000
@@ -131,7 +132,7 @@ def test_block_entries_net_per_account_and_split_within_limits() -> None:
         _transfer(5, 3, bob, stranger, 10),
     ]
     [entry] = mirror.block_entries(CHAIN, TOKEN, 5, 0xB10C + 5, transfers, accounts)
-    assert entry.key == f"l2/5/{0xB10C + 5:#x}/0"
+    assert entry.key == f"l2/0/5/{0xB10C + 5:#x}/0"
     assert sorted(entry.postings) == sorted(
         [
             Posting(mirror_account(ALICE), MIRROR_ASSET.code, 70),
@@ -161,9 +162,12 @@ def test_transfer_events_in_both_erc20_layouts() -> None:
     assert mirror.parse_transfer([0x1234, 1, 2], [5, 0]) is None  # Approval etc.
     with pytest.raises(MirrorError, match="neither"):
         mirror.parse_transfer([TRANSFER_SELECTOR, 1], [5, 0])
-    with pytest.raises(MirrorError, match="u256"):
-        mirror.parse_transfer([TRANSFER_SELECTOR, 1, 2], [5, 1])  # high word set
-    with pytest.raises(MirrorError, match="two felts"):
+    huge = mirror.parse_transfer([TRANSFER_SELECTOR, 1, 2], [5, 1])  # high word set
+    assert huge == (1, 2, 2**128 + 5)  # not refused unless it touches a mirrored account
+    with pytest.raises(MirrorError, match="beyond any USDC amount"):
+        mirror.block_entries(CHAIN, TOKEN, 3, 0x3, [_transfer(3, 0, 1, 2, 2**128 + 5)], {2: "x"})
+    assert mirror.block_entries(CHAIN, TOKEN, 3, 0x3, [_transfer(3, 0, 1, 2, 2**128)], {}) == []
+    with pytest.raises(MirrorError, match="two 128-bit felts"):
         mirror.parse_u256([5], "balance_of")
 
 
@@ -200,7 +204,8 @@ def test_fold_follows_opens_closes_and_rollbacks(book: Ledger) -> None:
 
 
 def test_an_entry_must_post_what_its_l2_reads_imply(book: Ledger) -> None:
-    auth = mirror.Authorization(ALICE, ALICE_WALLET.stark_account, TOKEN, 99)
+    book.submit_signed(ALICE_WALLET.mirror(TOKEN, book.domain, nonce=1))
+    auth = _state(book).authorizations[ALICE]
     honest = mirror.opening(CHAIN, auth, 7, 0xAB, 5_000_000)
     inflated = honest._replace(
         postings=(
@@ -224,3 +229,31 @@ def test_an_entry_must_post_what_its_l2_reads_imply(book: Ledger) -> None:
         book.submit([book.operator_signed(entry._replace(metadata=canonical_json(meta)))])
     book.submit([book.operator_signed(honest)])
     assert book.audit().ok
+
+
+def test_audit_checks_where_mirrored_value_came_from(book: Ledger) -> None:
+    """Entries only a dishonest operator could write, each caught on replay: an open
+    without the owner's authorisation, a rollback that is not the opposite of its entry,
+    and a rollback of something that is no mirror entry."""
+    unauthorised = mirror.Authorization(CAROL, CAROL_WALLET.stark_account, TOKEN, 3)
+    book.submit([book.operator_signed(mirror.opening(CHAIN, unauthorised, 1, 0x1, 7_000))])
+    report = book.audit()
+    assert report.divergence is not None
+    assert "without its standing authorisation" in report.divergence.describe()
+
+
+def test_audit_checks_rollbacks(book: Ledger) -> None:
+    book.submit_signed(ALICE_WALLET.mirror(TOKEN, book.domain, nonce=1))
+    auth = _state(book).authorizations[ALICE]
+    [opened] = book.submit([book.operator_signed(mirror.opening(CHAIN, auth, 1, 0x1, 100))])
+    honest = mirror.rollback(CHAIN, book.store.transaction(opened.seq), 0, 0x0)
+    inflated = honest._replace(
+        postings=(
+            Posting(STARKNET, MIRROR_ASSET.code, -5_000),
+            Posting(mirror_account(ALICE), MIRROR_ASSET.code, 5_000),
+        )
+    )
+    book.submit([book.operator_signed(inflated)])
+    report = book.audit()
+    assert report.divergence is not None
+    assert "not the exact opposite" in report.divergence.describe()

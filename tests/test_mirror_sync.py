@@ -18,13 +18,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ledger import Ledger
 from ledger.chain import mirror as mirror_sync
 from ledger.chain.mirror import load_state, status, sync
-from ledger.chain.starknet import NodeFailure
+from ledger.chain.starknet import NodeFailure, StarknetNode
 from ledger.cli import main
 from ledger.core import mirror
 from ledger.core.accounts import STARKNET, mirror_account
@@ -204,7 +205,7 @@ def test_a_reorg_below_the_confirmation_depth_is_rolled_back(
         ("starknet_getBlockWithTxHashes", "malformed", "starknet_getBlockWithTxHashes"),
         ("starknet_blockNumber", "wrong_type", "expected a block number"),
         ("starknet_call", "u256_high", "beyond any USDC amount"),
-        ("starknet_call", "malformed", "two felts"),
+        ("starknet_call", "malformed", "two 128-bit felts"),
         ("starknet_chainId", "wrong_type", "0x-hex felt"),
         ("starknet_getEvents", "http_500", "failed 2 times"),
         ("starknet_call", "rpc_error", "failed 2 times"),
@@ -382,3 +383,155 @@ def test_status_reports_drift_loudly_and_never_corrects_it(
     book.submit([book.operator_signed(r._replace(key="l2/by-hand")) for r in forged])
     [row] = status(book, node.url, TOKEN)
     assert row.drift == -42 and _mirrored(book, ALICE) == before + 42
+
+
+def test_a_reorg_during_a_sync_writes_nothing_then_rolls_back(
+    book: Ledger, node: StarknetTestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain replaces the cursor's block while a sync reads the blocks after it: that
+    sync fails having written nothing of the range; the next rolls the old block back."""
+    _authorise(book, ALICE_WALLET, 1)
+    node.mint(TOKEN, ALICE_L2, 1000)
+    node.mine(2)
+    sync(book, node.url, TOKEN, from_block=2, confirmations=0)
+    node.mint(TOKEN, ALICE_L2, 50)
+    node.mine()
+    sync(book, node.url, TOKEN, confirmations=0)  # block 3's +50 recorded
+    node.mine(3)
+    read = StarknetNode.transfers
+
+    async def reorg_then_read(self: StarknetNode, *args: Any) -> Any:
+        monkeypatch.undo()
+        node.reorg(4)  # blocks 3..6 replaced: the +50 is gone
+        return await read(self, *args)
+
+    monkeypatch.setattr(StarknetNode, "transfers", reorg_then_read)
+    keys = _mirror_keys(book)
+    with pytest.raises(NodeFailure, match=r"reorganised while blocks 4\.\.6 were read"):
+        sync(book, node.url, TOKEN, confirmations=0, **FAST)
+    assert _mirror_keys(book) == keys
+    report = sync(book, node.url, TOKEN, confirmations=0)
+    assert report.reorg is not None and report.reorg.fork_block == 2
+    assert _assert_exact(book, node, {ALICE: ALICE_L2}) == 6
+    assert book.audit().ok
+
+
+def test_a_chain_back_on_an_earlier_fork_is_read_again(
+    book: Ledger, node: StarknetTestNode
+) -> None:
+    """Fork A, then B (A's blocks rolled back), then A again (a load-balanced endpoint):
+    A's blocks are new entries, not replays of the rolled-back ones."""
+    with StarknetTestNode() as other:
+        for chain in (node, other):
+            chain.deploy_token(TOKEN)
+            chain.mint(TOKEN, ALICE_L2, 1_000_000)
+            chain.mine(2)
+            chain.mint(TOKEN, ALICE_L2, 777)
+            chain.transfer(TOKEN, ALICE_L2, BOB_L2, 100)
+            chain.mine(3)
+        assert node.block_hash(5) == other.block_hash(5)
+        other.reorg(3)
+        other.mine()
+        node.mine()
+        _authorise(book, ALICE_WALLET, 1)
+        sync(book, node.url, TOKEN, from_block=1, confirmations=0)
+        assert _mirrored(book, ALICE) == node.balance_of(TOKEN, ALICE_L2, 6)
+        assert sync(book, other.url, TOKEN, confirmations=0).reorg is not None
+        assert _mirrored(book, ALICE) == other.balance_of(TOKEN, ALICE_L2, 6)
+        _authorise(book, BOB_WALLET, 1)  # and a new account in between
+        assert sync(book, node.url, TOKEN, confirmations=0).reorg is not None
+        assert _mirrored(book, ALICE) == node.balance_of(TOKEN, ALICE_L2, 6)
+        assert _mirrored(book, BOB) == node.balance_of(TOKEN, BOB_L2, 6)
+    assert book.audit().ok
+
+
+def test_a_reorg_below_every_recorded_block_starts_again(
+    book: Ledger, node: StarknetTestNode
+) -> None:
+    node.mine(20)
+    sync(book, node.url, TOKEN, confirmations=5)  # nobody authorised: only a cursor at 15
+    node.reorg(8)  # 13..20 replaced
+    node.mint(TOKEN, ALICE_L2, 40)
+    node.mine(30)
+    _authorise(book, ALICE_WALLET, 1)
+    report = sync(book, node.url, TOKEN, confirmations=5)
+    assert report.reorg is not None and report.reorg.fork_block == 15
+    assert _assert_exact(book, node, {ALICE: ALICE_L2}) == 45
+    # The same when the only recorded block is an opening a deeper reorg removes.
+    node.reorg(40)
+    node.mint(TOKEN, ALICE_L2, 2)
+    node.mine(45)
+    report = sync(book, node.url, TOKEN, confirmations=5)
+    assert report.reorg is not None and report.reorg.rolled_back >= 1
+    _assert_exact(book, node, {ALICE: ALICE_L2})
+    assert book.audit().ok
+
+
+def test_a_crash_between_batches_never_splits_a_block(
+    book: Ledger, node: StarknetTestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _authorise(book, ALICE_WALLET, 1)
+    node.mine()
+    sync(book, node.url, TOKEN, from_block=1, confirmations=0)
+    node.mint(TOKEN, ALICE_L2, 5)
+    node.mine()
+    for i in range(45):  # one block, two parts
+        node.mint(TOKEN, ALICE_L2, 1000 + i)
+    node.mine()
+    monkeypatch.setattr(mirror_sync, "MAX_BATCH", 2)
+    submit, calls = Ledger.submit, []
+
+    def dying(self: Ledger, requests: Any) -> Any:
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return submit(self, requests)
+
+    monkeypatch.setattr(Ledger, "submit", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        sync(book, node.url, TOKEN, confirmations=0)
+    assert calls == [1, 2]  # block 2 alone, then block 3's two parts together
+    monkeypatch.undo()
+    sync(book, node.url, TOKEN, confirmations=0)
+    assert _assert_exact(book, node, {ALICE: ALICE_L2}) == 3
+
+
+def test_one_l2_account_is_mirrored_once(book: Ledger, node: StarknetTestNode) -> None:
+    """Two owners onboarded with the same L2 key (one party holding both L1 keys) both
+    authorise it: the first mirrors it, the second is reported, never counted twice."""
+
+    class SameL2Key(Wallet):
+        @property
+        def stark_private_key(self) -> int:
+            return ALICE_WALLET.stark_private_key
+
+    dave = SameL2Key(b"\x0d" * 32)
+    book.onboard(dave)
+    node.mint(TOKEN, ALICE_L2, 1000)
+    node.mine(2)
+    _authorise(book, ALICE_WALLET, 1)
+    _authorise(book, dave, 1)
+    report = sync(book, node.url, TOKEN, from_block=2, confirmations=0)
+    assert report.opened == 1 and "not mirrored twice" in report.warnings[0]
+    node.transfer(TOKEN, ALICE_L2, STRANGER, 400)
+    node.mine()
+    sync(book, node.url, TOKEN, confirmations=0)
+    assert (_mirrored(book, ALICE), _mirrored(book, dave.address)) == (600, 0)
+
+
+def test_an_unrelated_huge_transfer_does_not_stop_the_mirror(
+    book: Ledger, node: StarknetTestNode
+) -> None:
+    _authorise(book, ALICE_WALLET, 1)
+    node.mint(TOKEN, ALICE_L2, 10)
+    node.mine()
+    sync(book, node.url, TOKEN, from_block=1, confirmations=0)
+    node.mint(TOKEN, STRANGER, 2**64)  # another token's scale, not a mirrored account
+    node.mint(TOKEN, ALICE_L2, 5)
+    node.mine()
+    sync(book, node.url, TOKEN, confirmations=0)
+    _assert_exact(book, node, {ALICE: ALICE_L2})
+    node.transfer(TOKEN, STRANGER, ALICE_L2, 2**64)
+    node.mine()
+    with pytest.raises(MirrorError, match="beyond any USDC amount"):
+        sync(book, node.url, TOKEN, confirmations=0)

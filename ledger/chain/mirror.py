@@ -161,7 +161,7 @@ class _Sync:
         cursor, state = await self._check_reorg(cursor, state, head, report)
         accounts = await self._authorisations(state, cursor, report)
         self._move_cursor(*cursor)  # where the openings were read: the first sync's start
-        await self._follow(accounts, cursor, target, chunk_size, range_size, report)
+        await self._follow(accounts, cursor, target, chunk_size, range_size, report, state.epoch)
         return report
 
     def _cursor(self, state: MirrorState) -> tuple[int, int] | None:
@@ -194,15 +194,16 @@ class _Sync:
                 fork = (n, recorded[n])
                 break
         if fork is None:
-            raise MirrorError(
-                f"L2 block {number} changed and no block the mirror recorded is still on the "
-                "chain: the node is on another network, or the reorg is deeper than the "
-                "mirror's history; review before syncing again"
-            )
-        orphaned = sorted(seq for seq, block in state.entries.items() if block > fork[0])
+            # Every block the mirror recorded is gone: undo everything and start again at
+            # the lowest of them, on the chain as it is now.
+            lowest = min(recorded)
+            fork = (lowest, (await self.node.block(lowest))[0])
+            orphaned = sorted(state.entries)
+        else:
+            orphaned = sorted(seq for seq, block in state.entries.items() if block > fork[0])
         records = [self.book.store.transaction(seq) for seq in reversed(orphaned)]
         requests = [mirror.rollback(self.chain, r, *fork) for r in records]
-        self._submit(requests)
+        self._submit([[r] for r in requests])
         self._move_cursor(*fork)
         report.reorg = Reorg(number, fork[0], len(requests))
         report.warnings.append(
@@ -233,16 +234,33 @@ class _Sync:
             reason = "revoked" if account not in wanted else "re-authorised"
             requests.append(
                 mirror.closing(
-                    self.chain, account, opened, self.token, number, block_hash, balance, reason
+                    self.chain,
+                    account,
+                    opened,
+                    self.token,
+                    number,
+                    block_hash,
+                    balance,
+                    reason,
+                    state.epoch,
                 )
             )
             report.closed += 1
         new = [auth for account, auth in sorted(wanted.items()) if account not in kept]
-        balances = await self.node.balances(self.token, [a.l2_address for a in new], number)
+        addresses = [a.l2_address for a in new]
+        balances = await self.node.balances(self.token, addresses, number, block_hash)
         for auth, balance in zip(new, balances, strict=True):
-            requests.append(mirror.opening(self.chain, auth, number, block_hash, balance))
+            requests.append(
+                mirror.opening(self.chain, auth, number, block_hash, balance, state.epoch)
+            )
         report.opened += len(new)
-        report.entries += self._submit(requests)
+        report.entries += self._submit([[r] for r in requests])
+        for auth in state.authorizations.values():
+            if auth.token == self.token and wanted.get(auth.account) != auth:
+                report.warnings.append(
+                    f"{auth.account} authorised L2 account {auth.l2_address:#x}, which is "
+                    "mirrored for another owner already: not mirrored twice"
+                )
         follow = {opened.l2_address: account for account, opened in kept.items()}
         return follow | {a.l2_address: a.account for a in new}
 
@@ -254,33 +272,42 @@ class _Sync:
         chunk_size: int,
         range_size: int,
         report: MirrorReport,
+        epoch: int,
     ) -> None:
         """Ingest the transfers of blocks after the cursor up to ``target``."""
-        start = cursor[0] + 1
+        number, previous = cursor
+        start = number + 1
         while start <= target:
             end = min(target, start + range_size - 1)
+            end_hash, _ = await self.node.block(end)  # before the events: see _canonical
             transfers = (
                 await self.node.transfers(self.token, start, end, chunk_size) if accounts else []
             )
-            end_hash, _ = await self.node.block(end)
-            blocks = await self._canonical(transfers, end, end_hash)
-            requests: list[TxRequest] = []
+            blocks = await self._canonical(transfers, (start, previous), (end, end_hash))
+            groups = []
             for (number, block_hash), found in sorted(blocks.items()):
-                entries = mirror.block_entries(
-                    self.chain, self.token, number, block_hash, found, accounts
+                groups.append(
+                    mirror.block_entries(
+                        self.chain, self.token, number, block_hash, found, accounts, epoch
+                    )
                 )
                 report.events += sum(t.sender in accounts or t.recipient in accounts for t in found)
-                requests += entries
-            report.entries += self._submit(requests)
+            report.entries += self._submit(groups)
             self._move_cursor(end, end_hash)
             report.to_block = end
-            start = end + 1
+            start, previous = end + 1, end_hash
 
     async def _canonical(
-        self, transfers: Sequence[Transfer], end: int, end_hash: int
+        self,
+        transfers: Sequence[Transfer],
+        start: tuple[int, int],
+        end: tuple[int, int],
     ) -> dict[tuple[int, int], list[Transfer]]:
-        """Group ``transfers`` by block, checking each block's hash is the chain's (a reorg
-        during the read would mix forks: the range is then read again next sync)."""
+        """Group ``transfers`` (of blocks ``start[0]..end[0]``) by block and check they are
+        one chain's: the first block's parent is the block before (hash ``start[1]``), the
+        last block still has the hash read before the events (``end[1]``), and each block
+        with events has the hash its events named. A reorg during the read fails the sync
+        before anything of the range is written; the next sync sees it at the cursor."""
         blocks: dict[tuple[int, int], list[Transfer]] = {}
         for t in transfers:
             blocks.setdefault((t.block_number, t.block_hash), []).append(t)
@@ -294,16 +321,28 @@ class _Sync:
                     f"block {number} changed while it was read ({block_hash:#x} -> {now:#x}): "
                     "the chain reorganised mid-sync; nothing was written for it, sync again"
                 )
-        if (await self.node.block(end))[0] != end_hash:
-            raise NodeFailure(f"block {end} changed while it was read: sync again")
+        parent = (await self.node.block(start[0]))[1]
+        if parent != start[1] or (await self.node.block(end[0]))[0] != end[1]:
+            raise NodeFailure(
+                f"the chain reorganised while blocks {start[0]}..{end[0]} were read: nothing "
+                "was written for them; sync again"
+            )
         return blocks
 
-    def _submit(self, requests: Sequence[TxRequest]) -> int:
-        """Operator-sign and commit ``requests`` in batches; how many were new."""
+    def _submit(self, groups: Sequence[Sequence[TxRequest]]) -> int:
+        """Operator-sign and commit ``groups`` of requests in batches that never split a
+        group (a block's parts land together, so a crash leaves whole blocks); how many
+        requests were new."""
+        batches: list[list[TxRequest]] = [[]]
+        for group in groups:
+            assert len(group) <= MAX_BATCH, "one L2 block's entries exceed a batch"
+            if len(batches[-1]) + len(group) > MAX_BATCH:
+                batches.append([])
+            batches[-1] += group
         written = 0
-        for i in range(0, len(requests), MAX_BATCH):
-            signed = [self.book.operator_signed(r) for r in requests[i : i + MAX_BATCH]]
-            written += sum(not r.duplicate for r in self.book.submit(signed))
+        for batch in filter(None, batches):
+            receipts = self.book.submit([self.book.operator_signed(r) for r in batch])
+            written += sum(not r.duplicate for r in receipts)
         return written
 
 

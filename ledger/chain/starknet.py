@@ -194,11 +194,16 @@ class StarknetNode:
         return await self._call(f"starknet_getBlockWithTxHashes({number})", fetch)
 
     # ------------------------------------------------------------------ the token
-    async def balance_of(self, token: int, address: int, block: int) -> int:
-        """``token.balance_of(address)`` at ``block``."""
+    async def balance_of(
+        self, token: int, address: int, block: int, block_hash: int | None = None
+    ) -> int:
+        """``token.balance_of(address)`` at ``block`` (by its hash when given: a block a
+        reorg replaced is then not read by mistake)."""
         call = Call(to_addr=token, selector=BALANCE_OF_SELECTOR, calldata=[address])
 
         async def fetch() -> list[int]:
+            if block_hash is not None:
+                return await self.client.call_contract(call, block_hash=block_hash)
             return await self.client.call_contract(call, block_number=block)
 
         what = f"balance_of({address:#x}) at block {block}"
@@ -207,9 +212,12 @@ class StarknetNode:
             raise MirrorError(f"{what}: expected a list of felts, got {words!r}")
         return parse_u256(words, what)
 
-    async def balances(self, token: int, addresses: Sequence[int], block: int) -> list[int]:
+    async def balances(
+        self, token: int, addresses: Sequence[int], block: int, block_hash: int | None = None
+    ) -> list[int]:
         """``balance_of`` of each address at ``block``, the calls in flight together."""
-        return list(await asyncio.gather(*(self.balance_of(token, a, block) for a in addresses)))
+        calls = (self.balance_of(token, a, block, block_hash) for a in addresses)
+        return list(await asyncio.gather(*calls))
 
     async def transfers(
         self, token: int, from_block: int, to_block: int, chunk_size: int

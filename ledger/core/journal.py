@@ -282,6 +282,7 @@ class Journal:
             if transition is not None and transition.postings is not postings:
                 postings = transition.postings
                 self._check(postings)
+                check_mirror_postings(request.kind, postings)
         legs: list[PostingRecord] = []
         # _check guarantees each account appears at most once per asset; an account may
         # still carry several assets, so versions count per account across the legs.

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ledger.core.accounts import STARKNET, mirror_account
+from ledger.core.accounts import MIRROR_PREFIX, STARKNET, mirror_account
 from ledger.core.amounts import MAX_AMOUNT, MIRROR_ASSET
 from ledger.core.journal import Posting, TxKind, TxRecord, TxRequest, make_request
 from ledger.core.snip12 import FIELD_PRIME
@@ -97,6 +97,9 @@ class MirrorState:
     blocks: dict[int, int] = field(default_factory=dict)  # L2 number -> hash, recorded
     entries: dict[int, int] = field(default_factory=dict)  # seq -> L2 block, in force
     token: int | None = None
+    # How many entries reorgs rolled back: part of every key, so that a block read again
+    # after a rollback (the chain returned to an earlier fork) is a new entry, not a replay.
+    epoch: int = 0
 
     @property
     def last_block(self) -> tuple[int, int] | None:
@@ -107,8 +110,15 @@ class MirrorState:
         return number, self.blocks[number]
 
     def wanted(self, token: int) -> dict[str, Authorization]:
-        """The authorisations for ``token``, by mirror account."""
-        return {a.account: a for a in self.authorizations.values() if a.token == token}
+        """The authorisations for ``token``, by mirror account; an L2 account two owners
+        authorised (one party holding both L1 keys) is mirrored once, for the first."""
+        claimed: set[int] = set()
+        wanted: dict[str, Authorization] = {}
+        for auth in sorted(self.authorizations.values(), key=lambda a: a.seq):
+            if auth.token == token and auth.l2_address not in claimed:
+                claimed.add(auth.l2_address)
+                wanted[auth.account] = auth
+        return wanted
 
 
 def fold(records: Iterable[TxRecord]) -> MirrorState:
@@ -119,7 +129,7 @@ def fold(records: Iterable[TxRecord]) -> MirrorState:
     rolled_back = {
         int(meta["reverts"]) for meta in metadata.values() if meta.get("mirror") == "rollback"
     }
-    state = MirrorState()
+    state = MirrorState(epoch=len(rolled_back))
     for record in records:
         meta = metadata[record.seq]
         if record.kind == TxKind.ACCOUNT_SETTING.value:
@@ -173,12 +183,17 @@ def parse_address(value: int | str, what: str = "token") -> int:
     return value
 
 
-def parse_u256(words: Sequence[object], what: str) -> int:
-    """A ``[low, high]`` u256 that must be a USDC amount the ledger can hold."""
-    if len(words) != 2 or not all(type(w) is int and w >= 0 for w in words):
-        raise MirrorError(f"{what}: expected a u256 as two felts [low, high], got {list(words)}")
+def parse_u256(words: Sequence[object], what: str, bounded: bool = True) -> int:
+    """A ``[low, high]`` u256; ``bounded``: one that must be a USDC amount the ledger can
+    hold (an unrelated transfer of the token may be larger: it is not bounded here)."""
+    if len(words) != 2 or not all(type(w) is int and 0 <= w < 2**128 for w in words):
+        raise MirrorError(
+            f"{what}: expected a u256 as two 128-bit felts [low, high], got {list(words)}"
+        )
     low, high = words
     assert isinstance(low, int) and isinstance(high, int)
+    if not bounded:
+        return high << 128 | low
     if high or low > MAX_AMOUNT:
         raise MirrorError(
             f"{what}: u256 {high:#x}:{low:#x} is beyond any USDC amount the ledger holds "
@@ -202,7 +217,7 @@ def parse_transfer(keys: Sequence[int], data: Sequence[int]) -> tuple[int, int, 
             f"a Transfer event with {len(keys)} keys and {len(data)} data words is neither "
             "the Cairo 1 nor the Cairo 0 ERC-20 layout"
         )
-    return sender, recipient, parse_u256(words, "Transfer amount")
+    return sender, recipient, parse_u256(words, "Transfer amount", bounded=False)
 
 
 def _metadata(entry: str, chain: str, token: int, block: int, block_hash: int) -> dict[str, Any]:
@@ -229,7 +244,7 @@ def _move(account: str, amount: int) -> tuple[Posting, ...]:
 
 
 def opening(
-    chain: str, auth: Authorization, block: int, block_hash: int, balance: int
+    chain: str, auth: Authorization, block: int, block_hash: int, balance: int, epoch: int = 0
 ) -> TxRequest:
     """Start mirroring ``auth``'s account with its ``balance_of`` at ``block``."""
     meta = _metadata("open", chain, auth.token, block, block_hash)
@@ -239,7 +254,7 @@ def opening(
         "authorization": auth.seq,
         "balance": str(balance),
     }
-    key = f"l2open/{auth.seq}/{block}/{block_hash:#x}"
+    key = f"l2open/{epoch}/{auth.seq}/{block}/{block_hash:#x}"
     return make_request(TxKind.MIRROR.value, key, _move(auth.account, balance), meta)
 
 
@@ -252,6 +267,7 @@ def closing(
     block_hash: int,
     balance: int,
     reason: str,
+    epoch: int = 0,
 ) -> TxRequest:
     """Stop mirroring ``account``: its mirrored ``balance`` returns to ``system:starknet``."""
     meta = _metadata("close", chain, token, block, block_hash)
@@ -261,7 +277,7 @@ def closing(
         "balance": str(balance),
         "reason": reason,
     }
-    key = f"l2close/{opened.authorization}/{block}/{block_hash:#x}"
+    key = f"l2close/{epoch}/{opened.authorization}/{block}/{block_hash:#x}"
     return make_request(TxKind.MIRROR.value, key, _move(account, -balance), meta)
 
 
@@ -272,12 +288,20 @@ def block_entries(
     block_hash: int,
     transfers: Sequence[Transfer],
     accounts: Mapping[int, str],
+    epoch: int = 0,
 ) -> list[TxRequest]:
     """The entries of one L2 block: its transfers touching a mirrored address (``accounts``
     maps L2 address to mirror account), netted per account, in parts of at most
     ``EVENTS_PER_ENTRY`` events. Deterministic for a given block, so re-reading it after a
     crash yields the same keys."""
     relevant = [t for t in transfers if t.sender in accounts or t.recipient in accounts]
+    for t in relevant:
+        if t.amount > MAX_AMOUNT:
+            raise MirrorError(
+                f"transfer {t.tx_hash:#x}/{t.event_index} in L2 block {block} moves {t.amount}, "
+                f"beyond any USDC amount the ledger holds (at most {MAX_AMOUNT}): is the "
+                "token address right?"
+            )
     requests = []
     for part, start in enumerate(range(0, len(relevant), EVENTS_PER_ENTRY)):
         chunk = relevant[start : start + EVENTS_PER_ENTRY]
@@ -285,7 +309,7 @@ def block_entries(
         meta = _metadata("events", chain, token, block, block_hash)
         meta["accounts"] = {f"{a:#x}": accounts[a] for a in sorted(touched)}
         meta["events"] = [t.to_json() for t in chunk]
-        key = f"l2/{block}/{block_hash:#x}/{part}"
+        key = f"l2/{epoch}/{block}/{block_hash:#x}/{part}"
         requests.append(make_request(TxKind.MIRROR.value, key, _net(meta), meta))
     return requests
 
@@ -344,3 +368,49 @@ def rollback(chain: str, entry: TxRecord, fork_block: int, fork_hash: int) -> Tx
     }
     postings = tuple(Posting(p.account, p.asset, -p.amount) for p in entry.postings)
     return make_request(TxKind.MIRROR.value, f"l2rollback/{entry.seq}", postings, undo)
+
+
+@dataclass(slots=True)
+class ProvenanceAudit:
+    """Replay's check of where mirrored value came from, one transaction at a time: an
+    ``open`` names the owner's standing authorisation (same L2 account and token), and a
+    ``rollback`` undoes exactly one entry still in force."""
+
+    state: MirrorState = field(default_factory=MirrorState)
+    postings: dict[int, tuple[Posting, ...]] = field(default_factory=dict)  # in force
+
+    def observe(self, record: TxRecord) -> list[str]:
+        """The problems ``record`` has (it is then taken into account)."""
+        if record.kind == TxKind.ACCOUNT_SETTING.value:
+            _fold_setting(self.state, json.loads(record.metadata)["auth"], record.seq)
+            return []
+        if record.kind != TxKind.MIRROR.value:
+            return []
+        try:
+            return self._entry(record, json.loads(record.metadata))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return [f"mirror entry {record.seq} has malformed metadata ({exc!r})"]
+
+    def _entry(self, record: TxRecord, meta: Mapping[str, Any]) -> list[str]:
+        postings = tuple(sorted(Posting(p.account, p.asset, p.amount) for p in record.postings))
+        if meta["mirror"] == "rollback":
+            undone = self.postings.pop(int(meta["reverts"]), None)
+            if undone is None:
+                return [f"rollback {record.seq} undoes {meta['reverts']}: no mirror entry in force"]
+            if postings != tuple(sorted(Posting(p.account, p.asset, -p.amount) for p in undone)):
+                return [f"rollback {record.seq} is not the exact opposite of {meta['reverts']}"]
+            return []
+        self.postings[record.seq] = postings
+        if meta["mirror"] != "open":
+            return []
+        account = str(meta["account"])
+        owner = account.removeprefix(MIRROR_PREFIX)
+        auth = self.state.authorizations.get(owner)
+        named = (int(meta["authorization"]), int(meta["l2_address"], 16), int(meta["token"], 16))
+        if (
+            auth is None
+            or auth.account != account
+            or (auth.seq, auth.l2_address, auth.token) != named
+        ):
+            return [f"mirror entry {record.seq} opens {account} without its standing authorisation"]
+        return []

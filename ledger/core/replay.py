@@ -25,7 +25,9 @@ from ledger.core.journal import (
     TxRecord,
     TxRequest,
     canonical_account,
+    check_mirror_postings,
 )
+from ledger.core.mirror import ProvenanceAudit
 from ledger.core.withdrawals import Withdrawal, check_payout, withdrawal_of, withdrawal_root
 from ledger.errors import LedgerError, PayoutMismatch
 from ledger.trading.rules import TradingRules
@@ -62,6 +64,7 @@ class Replayer:
     trading: TradingState = field(default_factory=TradingState)
     withdrawals: list[Withdrawal] = field(default_factory=list)  # since the last block
     unpaid: dict[int, Withdrawal] = field(default_factory=dict)  # withdrawals by seq
+    mirror: ProvenanceAudit = field(default_factory=ProvenanceAudit)
 
     def check_signature(self, tx: TxRecord, verified: Auth | str | None = None) -> list[str]:
         """Re-verify the transaction's signature from its metadata alone (or take the
@@ -170,6 +173,11 @@ class Replayer:
             self._track_withdrawals(tx)
         except LedgerError as exc:
             problems.append(str(exc))
+        try:
+            check_mirror_postings(tx.kind, tx_postings(tx))
+        except LedgerError as exc:
+            problems.append(str(exc))
+        problems += self.mirror.observe(tx)
         self.head = ChainHead(tx.seq, tx.hash, tx.recorded_at)
         return problems
 

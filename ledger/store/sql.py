@@ -639,14 +639,18 @@ class SqlStore:
         return {tx.seq: tx for tx in _merge(iter(transactions), iter(postings))}
 
     def transactions_of_kind(self, kinds: Sequence[str]) -> list[TxRecord]:
-        """Every committed transaction of one of ``kinds``, in sequence order."""
+        """Every committed transaction of one of ``kinds``, in sequence order (two scans
+        of the kind index, however many there are)."""
         clause, params = self._in("kind", kinds)
+        selected = f"seq IN (SELECT seq FROM transactions WHERE {clause})"
         with self.read() as connection:
-            seqs = connection.exec_driver_sql(
-                f"SELECT seq FROM transactions WHERE {clause} ORDER BY seq", params
-            ).scalars()
-            found = self._transactions(connection, list(seqs))
-        return list(found.values())
+            transactions = connection.exec_driver_sql(
+                _TX_SELECT + f"WHERE {clause} ORDER BY seq", params
+            ).all()
+            postings = connection.exec_driver_sql(
+                _POSTING_SELECT + f"WHERE {selected} ORDER BY seq, idx", params
+            ).all()
+        return list(_merge(iter(transactions), iter(postings)))
 
     def transaction_by_key(self, key: str) -> TxRecord | None:
         """The committed transaction with idempotency key ``key``, if any."""
