@@ -43,6 +43,7 @@ def summary_json(
         "mode": summary.mode,
         "leverage": summary.leverage,
         "usdc": _usdc(summary.usdc),
+        "mirrored_collateral": _usdc(summary.mirrored),
         "account_value": _usdc(summary.value),
         "initial_margin": _usdc(summary.im),
         "maintenance_margin": _usdc(summary.mm),
@@ -98,6 +99,11 @@ def _print_summary(data: dict[str, Any]) -> None:
     print(f"account {data['account']}  mode {data['mode']}  leverage {data['leverage']}")
     for label, key in (
         ("USDC balance", "usdc"),
+        *(
+            [("mirrored L2 USDC", "mirrored_collateral")]
+            if data["mirrored_collateral"] != "0.00"
+            else []
+        ),
         ("account value", "account_value"),
         ("initial margin", "initial_margin"),
         ("maintenance margin", "maintenance_margin"),

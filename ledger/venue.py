@@ -26,7 +26,7 @@ from ledger.trading.liquidation_price import liquidation_prices
 from ledger.trading.market import implied_vol
 from ledger.trading.settlement import expiring
 from ledger.trading.state import MAX_LEVERAGE, TradingState, listed_instrument
-from ledger.trading.valuation import AccountSummary, summarize
+from ledger.trading.valuation import AccountSummary, mirror_accounts, summarize
 from ledger.trading.whatif import Hypothetical, parse_trade, simulate
 from ledger.wallet.signer import Wallet
 
@@ -202,7 +202,7 @@ class Venue:
         """Every account under its maintenance margin now."""
         accounts = self.store.position_accounts()
         state = self.store.trading_state(accounts)
-        balances = self.store.balances_of(accounts)
+        balances = self.store.balances_of([*accounts, *mirror_accounts(accounts)])
         now = self.clock()
         out = []
         for account in accounts:
@@ -227,7 +227,7 @@ class Venue:
         ``"buy 2 BTC-USD-PERP @ 70000"``) after that hypothetical fill, writing nothing."""
         canonical = canonical_account(account)
         state = self._state([canonical])
-        balances = self.store.balances_of([canonical])
+        balances = self.store.balances_of([canonical, *mirror_accounts([canonical])])
         now = self.clock()
         if what_if is not None:
             trade = parse_trade(what_if, state) if isinstance(what_if, str) else what_if
@@ -239,7 +239,7 @@ class Venue:
         ``account``'s value crosses its maintenance margin."""
         canonical = canonical_account(account)
         state = self._state([canonical])
-        balances = self.store.balances_of([canonical])
+        balances = self.store.balances_of([canonical, *mirror_accounts([canonical])])
         return liquidation_prices(canonical, state, balances, self.clock())
 
     def _state_key(self, prefix: str, *parts: object) -> str:

@@ -103,6 +103,7 @@ _UNDERLYING_KEYS = (
     "portfolio",
 )
 _TOP_KEYS = ("option_expiry_utc", "spot_pairs", "perps", "underlyings")
+_OPTIONAL_TOP_KEYS = ("mirror_collateral",)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,11 @@ class MarginConfig:
     perps: tuple[str, ...]
     option_expiry_time: time = DEFAULT_EXPIRY_TIME
     instruments: Mapping[str, Instrument] = field(default_factory=dict, compare=False)
+    # The share of an owner's mirrored StarkNet USDC (``mirror:OWNER``) that counts in its
+    # main account's value. 0, the default: mirrored value is evidence only. Above 0 the
+    # venue lends against L2 funds it cannot seize (never withdrawable: free collateral
+    # stays capped by USDC held here).
+    mirror_collateral: Fraction = Fraction(0)
 
     def instrument(self, name: str) -> Instrument:
         """Parse ``name`` against this configuration (listed spot pairs and perps only)."""
@@ -133,10 +139,12 @@ class _Reader:
     def fail(self, key: str, message: str) -> InvalidConfig:
         return InvalidConfig(f"{self.source}: {key}: {message}")
 
-    def table(self, value: object, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    def table(
+        self, value: object, key: str, allowed: tuple[str, ...], optional: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, f"must be a table, got {type(value).__name__}")
-        unknown = sorted(set(value) - set(allowed))
+        unknown = sorted(set(value) - set(allowed) - set(optional))
         if unknown:
             raise self.fail(
                 key,
@@ -287,7 +295,7 @@ def load_config_text(text: str, source: str = "<config>") -> MarginConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfig(f"{source}: not valid TOML: {exc}") from None
-    top = reader.table(doc, "<top level>", _TOP_KEYS)
+    top = reader.table(doc, "<top level>", _TOP_KEYS, _OPTIONAL_TOP_KEYS)
     raw_underlyings = top["underlyings"]
     if not isinstance(raw_underlyings, dict) or not raw_underlyings:
         raise reader.fail("underlyings", "must be a table with at least one [underlyings.<NAME>]")
@@ -304,6 +312,9 @@ def load_config_text(text: str, source: str = "<config>") -> MarginConfig:
         perps=perps,
         option_expiry_time=reader.expiry_time(top["option_expiry_utc"], "option_expiry_utc"),
         instruments=instruments,
+        mirror_collateral=reader.fraction(
+            top.get("mirror_collateral", 0), "mirror_collateral", "rate"
+        ),
     )
 
 

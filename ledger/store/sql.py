@@ -49,6 +49,7 @@ from ledger.errors import (
 from ledger.store.schema import BlockRow, ChainHeadRow
 from ledger.trading.rules import TradingRules
 from ledger.trading.state import SCOPE_ORDER, SCOPE_POSITION, TradingState, row_account
+from ledger.trading.valuation import mirror_accounts
 
 _TX_COLUMNS = (
     "seq, key, kind, effective_at, recorded_at, metadata, reverses, digest, prev_hash, hash"
@@ -162,6 +163,12 @@ class SqlStore:
                 accounts = sorted({p.account for r in fresh for p in r.postings} | touched)
                 balances, versions = self._lock_accounts(connection, accounts)
                 trading = self._load_trading(connection, accounts, order_ids)
+                if trading.config is not None and trading.config.mirror_collateral:
+                    # Mirrored L2 USDC counts in its owners' values: load it for the checks.
+                    mirrored = sorted(set(mirror_accounts(accounts)) - set(accounts))
+                    extra_balances, extra_versions = self._lock_accounts(connection, mirrored)
+                    balances |= extra_balances
+                    versions |= extra_versions
                 rules = TradingRules(trading)
                 known = set(versions)
                 # Fills carry orders: their owners' onboarded keys are checked too.

@@ -11,12 +11,13 @@ margin for the covered part (our choice beyond Paradex; the spot still counts in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple
 
-from ledger.core.amounts import USDC
+from ledger.core.accounts import AccountKind, account_kind, mirror_account
+from ledger.core.amounts import MIRROR_ASSET, USDC
 from ledger.errors import MarketDataMissing
 from ledger.margin.cross import Requirement, cross_requirement
 from ledger.margin.params import UnderlyingParams
@@ -65,6 +66,7 @@ class AccountSummary:
     positions: tuple[PositionView, ...] = ()
     spot: tuple[tuple[str, int], ...] = ()
     risks: tuple[UnderlyingRisk, ...] = field(default_factory=tuple)
+    mirrored: int = 0  # mirrored L2 USDC counted in value (mirror_collateral)
 
     @property
     def free_collateral(self) -> int:
@@ -99,6 +101,17 @@ def _require(value: int, what: str) -> int:
     return value
 
 
+def mirror_accounts(accounts: Iterable[str]) -> list[str]:
+    """The mirror accounts whose balances value ``accounts`` (their owners' main ones)."""
+    return [mirror_account(a) for a in accounts if account_kind(a) == AccountKind.USER]
+
+
+def _mirrored_collateral(account: str, balance: Balance, weight: Fraction) -> int:
+    if not weight or account_kind(account) != AccountKind.USER:
+        return 0
+    return int(balance(mirror_account(account), MIRROR_ASSET.code) * weight)  # floored
+
+
 def summarize(
     account: str,
     balance: Balance,
@@ -114,7 +127,8 @@ def summarize(
     config = state.config
     if config is None:
         return AccountSummary(account, mode.mode, mode.leverage, usdc, usdc, 0, 0)
-    value = usdc
+    mirrored = _mirrored_collateral(account, balance, config.mirror_collateral)
+    value = usdc + mirrored
     views: list[PositionView] = []
     perps: dict[str, list[PerpPosition]] = {}
     options: dict[str, list[OptionPosition]] = {}
@@ -161,7 +175,17 @@ def summarize(
     im = sum(r.requirement.im for r in risks)
     mm = sum(r.requirement.mm for r in risks)
     return AccountSummary(
-        account, mode.mode, mode.leverage, usdc, value, im, mm, tuple(views), tuple(spot), risks
+        account,
+        mode.mode,
+        mode.leverage,
+        usdc,
+        value,
+        im,
+        mm,
+        tuple(views),
+        tuple(spot),
+        risks,
+        mirrored,
     )
 
 
