@@ -637,13 +637,7 @@ class SqlStore:
         if not seqs:
             return {}
         clause, params = self._in("seq", seqs)
-        transactions = connection.exec_driver_sql(
-            _TX_SELECT + f"WHERE {clause} ORDER BY seq", params
-        ).all()
-        postings = connection.exec_driver_sql(
-            _POSTING_SELECT + f"WHERE {clause} ORDER BY seq, idx", params
-        ).all()
-        return {tx.seq: tx for tx in _merge(iter(transactions), iter(postings))}
+        return {tx.seq: tx for tx in self._records(connection, clause, clause, params)}
 
     def transactions_of_kind(self, kinds: Sequence[str]) -> list[TxRecord]:
         """Every committed transaction of one of ``kinds``, in sequence order (two scans
@@ -651,13 +645,21 @@ class SqlStore:
         clause, params = self._in("kind", kinds)
         selected = f"seq IN (SELECT seq FROM transactions WHERE {clause})"
         with self.read() as connection:
-            transactions = connection.exec_driver_sql(
-                _TX_SELECT + f"WHERE {clause} ORDER BY seq", params
-            ).all()
-            postings = connection.exec_driver_sql(
-                _POSTING_SELECT + f"WHERE {selected} ORDER BY seq, idx", params
-            ).all()
-        return list(_merge(iter(transactions), iter(postings)))
+            return list(self._records(connection, clause, selected, params))
+
+    @staticmethod
+    def _records(
+        connection: Connection, transactions: str, postings: str, params: Any
+    ) -> Iterator[TxRecord]:
+        """The transactions matching the SQL condition ``transactions``, joined with the
+        postings matching ``postings`` (the same rows, said of the postings table)."""
+        tx_rows = connection.exec_driver_sql(
+            _TX_SELECT + f"WHERE {transactions} ORDER BY seq", params
+        ).all()
+        posting_rows = connection.exec_driver_sql(
+            _POSTING_SELECT + f"WHERE {postings} ORDER BY seq, idx", params
+        ).all()
+        return _merge(iter(tx_rows), iter(posting_rows))
 
     def transaction_by_key(self, key: str) -> TxRecord | None:
         """The committed transaction with idempotency key ``key``, if any."""
