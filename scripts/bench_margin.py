@@ -57,6 +57,7 @@ from ledger import Ledger
 from ledger.core import envelopes, genesis, operations
 from ledger.core.encoding import sha256
 from ledger.core.journal import TxKind, TxRequest, make_request
+from ledger.ledger import now_us
 from ledger.margin import black76
 from ledger.margin.config import default_config_text
 from ledger.margin.positions import OptionKind
@@ -94,10 +95,6 @@ TARGETS = {
 }
 LEDGER_DIR = str(Path(ledger.__file__).resolve().parent)
 OPERATOR = Wallet(sha256(b"bench-margin-operator").digest())
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 # ---------------------------------------------------------------------- instruments
@@ -388,12 +385,13 @@ def summarize_stub(
     return AccountSummary(account, CROSS, MAX_LEVERAGE, usdc, usdc, 0, 0)
 
 
-def without_margin_check(book: Ledger, requests: Sequence[TxRequest]) -> dict[str, int]:
+def without_margin_check(book: Ledger, requests: Sequence[TxRequest]) -> dict[str, float]:
     """Fills/s of one append with ``summarize`` replaced by a free stub in the module that
     calls it on the fill path (nothing under ledger/ is edited): the ceiling the rest of
     the state machine and SQLite leave."""
-    saved = plan_module.summarize
-    plan_module.summarize = summarize_stub
+    patched: Any = plan_module  # a module attribute swapped for the run, then restored
+    saved = patched.summarize
+    patched.summarize = summarize_stub
     STUB_CALLS[0] = 0
     try:
         cpu, started = time.process_time(), time.perf_counter()
@@ -407,7 +405,7 @@ def without_margin_check(book: Ledger, requests: Sequence[TxRequest]) -> dict[st
             "stubbed_checks_per_fill": round(STUB_CALLS[0] / len(requests), 2),
         }
     finally:
-        plan_module.summarize = saved
+        patched.summarize = saved
 
 
 def profile_batch(book: Ledger, requests: Sequence[TxRequest], top: int) -> dict[str, Any]:
@@ -446,7 +444,7 @@ def profile_batch(book: Ledger, requests: Sequence[TxRequest], top: int) -> dict
     }
 
     def share(*keys: tuple[str, str]) -> float:
-        return round(sum(by_name.get(k, (0.0, 0))[0] for k in keys) / total, 3)
+        return round(float(sum(by_name.get(k, (0.0, 0))[0] for k in keys) / total), 3)
 
     parts = {
         "margin_check (valuation.summarize)": share(("valuation.py", "summarize")),

@@ -17,7 +17,7 @@ from typing import Any
 from ledger import Ledger
 from ledger.chain.settlement import commit_blocks, pay_withdrawals, reconcile
 from ledger.chain.vault import Vault, connect, give_eth, send
-from ledger.chain.watcher import sync_deposits
+from ledger.chain.watcher import sync
 from ledger.demo import demo_wallet
 
 USDC = 10**6
@@ -42,7 +42,7 @@ def main() -> None:
             deposit = vault.vault.functions.deposit(10 * USDC, user.l1_account.address)
             send(w3, user.l1_account, deposit)
         started = time.perf_counter()
-        ingested = sync_deposits(book, vault)
+        ingested = sync(book, vault)
         ingest_s = time.perf_counter() - started
         for i in range(claims):
             book.withdraw(user.address, USDC, wallet=user, nonce=i + 1)
@@ -54,6 +54,7 @@ def main() -> None:
             commit_gas += [gas for _, gas in commit_blocks(book, vault, operator.l1_account)]
         commit_s = time.perf_counter() - started
         paid = pay_withdrawals(book, vault, user.l1_account)
+        finalised = sync(book, vault).payouts  # the payouts recorded before reconciling
         result: dict[str, Any] = {
             "python": platform.python_version(),
             "chain": "py-evm (eth-tester), in process",
@@ -64,6 +65,7 @@ def main() -> None:
             "gas_per_commit": {"min": min(commit_gas), "max": max(commit_gas)},
             "gas_per_claim": {"min": min(g for _, g in paid), "max": max(g for _, g in paid)},
             "claims": len(paid),
+            "payouts_finalised": finalised,
             "reconciled": reconcile(book, vault).ok,
         }
         book.close()

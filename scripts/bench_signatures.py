@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -72,7 +72,7 @@ def snip12_rates(n: int) -> dict[str, float]:
 
     def raw(i: int) -> None:
         data = snip12.typed_data(domain, struct, signed[i]["message"])
-        message_hash = TypedData.from_dict(data).message_hash(account)
+        message_hash = TypedData.from_dict(cast(Any, data)).message_hash(account)
         r, s = (int(x, 16) for x in signed[i]["signature"])
         assert verify_message_signature(message_hash, [r, s], public_key)
 

@@ -97,8 +97,9 @@ class Reconciliation:
 
 
 def reconcile(book: Ledger, vault: Vault) -> Reconciliation:
-    """Compare the vault's USDC with the ledger's liabilities (see module doc); sync the
-    watcher first, so that every payout on chain is recorded."""
+    """Compare the vault's USDC with the ledger's liabilities (see module doc), as the
+    ledger stands: run the watcher's ``sync`` first (``ledger reconcile`` does), or payouts
+    made on chain but not yet recorded show as a difference."""
     return Reconciliation(
         vault.balance(), -book.balance(BRIDGE).units, book.balance(WITHDRAWALS).units
     )
