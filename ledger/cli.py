@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("verify-proof", cmd_verify_proof, "verify a proof file offline")
     sub.add_argument("file")
     json_flag(command("audit", cmd_audit, "replay from genesis and verify everything"))
-    register_trading(command, json_flag, write_flags)
+    register_trading(command, json_flag, write_flags, signed_flags)
     register_chain(command, json_flag)
     mirror_parser = commands.add_parser(
         "mirror", help="the StarkNet balance mirror: authorize, revoke, sync, status"

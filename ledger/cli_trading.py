@@ -15,6 +15,7 @@ from ledger.cli_support import (
     read_json,
     show_receipt,
     show_receipts,
+    sign_or_submit,
 )
 from ledger.core.amounts import USDC, Asset, format_amount
 from ledger.errors import InvalidMarketEvent, MalformedEnvelope
@@ -201,13 +202,12 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_set_mode(args: argparse.Namespace) -> int:
-    with open_ledger(args) as book:
-        wallet = files.open_wallet(Path(args.keystore), book.l1_chain_id)
-        receipt = book.set_margin_mode(
-            args.account, args.mode, args.leverage, wallet=wallet, nonce=args.nonce
-        )
-        show_receipt(receipt, args.json)
-    return 0
+    return sign_or_submit(
+        args,
+        lambda book, wallet: wallet.set_margin_mode(
+            args.account, args.mode, args.leverage, book.domain, args.nonce, args.expiry
+        ),
+    )
 
 
 def cmd_funding(args: argparse.Namespace) -> int:
@@ -239,7 +239,7 @@ def _leverage(text: str) -> int:
     return value
 
 
-def register(command: Command, json_flag: Flags, write_flags: Flags) -> None:
+def register(command: Command, json_flag: Flags, write_flags: Flags, signed_flags: Flags) -> None:
     """Add the trading commands to the ``ledger`` parser."""
     sub = command("margin", cmd_margin, "account value, margin, liquidation prices, what-if")
     sub.add_argument("account")
@@ -275,9 +275,7 @@ def register(command: Command, json_flag: Flags, write_flags: Flags) -> None:
     sub.add_argument("account")
     sub.add_argument("mode", choices=MODES)
     sub.add_argument("--leverage", type=_leverage, default=MAX_LEVERAGE)
-    sub.add_argument("--keystore", required=True)
-    sub.add_argument("--nonce", type=int)
-    json_flag(sub)
+    signed_flags(sub)
     sub = command("funding", cmd_funding, "realise an account's accrued perp funding")
     sub.add_argument("account")
     json_flag(sub)

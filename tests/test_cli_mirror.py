@@ -493,6 +493,8 @@ def test_a_malformed_token_is_one_error_line(
         "sync": ("--rpc-url", node.url),
         "status": (),
     }[command]
+    head = cli.head_seq()
     code, out, err = cli("mirror", command, *argv, "--token", "0xzz")
     assert (code, out) == (2, "")
     _one_error_line(err)
+    assert cli.head_seq() == head

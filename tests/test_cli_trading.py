@@ -271,6 +271,12 @@ def test_readme_trading_tour(cli: Cli, tmp_path: Path) -> None:
     assert "liquidation price" not in out
     assert cli.head().seq == seq
 
+    # ledger set-mode ... --sign-only prints the signed action and writes nothing
+    signed = json.loads(
+        cli.ok("set-mode", ALICE, "portfolio", "--keystore", cli.ks("alice"), "--sign-only")
+    )
+    assert (signed["action"], signed["message"]["mode"]) == ("set_margin_mode", "portfolio")
+    assert cli.head().seq == seq
     # ledger set-mode ALICE portfolio --keystore alice.json
     seq += 1
     out = cli.ok("set-mode", ALICE, "portfolio", "--keystore", cli.ks("alice"))

@@ -535,3 +535,24 @@ def test_an_unrelated_huge_transfer_does_not_stop_the_mirror(
     node.mine()
     with pytest.raises(MirrorError, match="beyond any USDC amount"):
         sync(book, node.url, TOKEN, confirmations=0)
+
+
+def test_a_second_token_or_a_bad_url_is_refused_and_writes_nothing(
+    book: Ledger, node: StarknetTestNode
+) -> None:
+    _authorise(book, ALICE_WALLET, 1)
+    node.mint(TOKEN, ALICE_L2, 10)
+    node.mine()
+    sync(book, node.url, TOKEN, from_block=1, confirmations=0)
+    head = book.store.head().seq
+    other = TOKEN + 1
+    node.deploy_token(other)
+    with pytest.raises(MirrorError, match=f"this ledger mirrors token {TOKEN:#x}"):
+        sync(book, node.url, other, confirmations=0)
+    for url in ("127.0.0.1:5050", "ftp://node"):
+        with pytest.raises(MirrorError, match="is not an http"):
+            sync(book, url, TOKEN, confirmations=0)
+    for token in ("USDC", "0xzz", 0):
+        with pytest.raises(MirrorError, match="not a StarkNet address"):
+            sync(book, node.url, token, confirmations=0)
+    assert book.store.head().seq == head

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ledger.chain.starknet import NodeFailure, StarknetNode
 from ledger.core import mirror, snip12
@@ -89,6 +89,18 @@ def chain_name(book: Ledger) -> str:
     return f"starknet:{book.domain.chain_id}"
 
 
+def mirror_cursor(book: Ledger, state: MirrorState, token: int) -> tuple[int, int] | None:
+    """The L2 block (number, hash) the mirror of ``token`` has read up to: the stored
+    cursor, or the newest block an entry was read at if that is later (a sync died after
+    writing entries, before moving the cursor)."""
+    stored = book.store.chain_cursor(chain_name(book), f"{token:#x}")
+    cursor = None if stored is None else (stored[0], int(stored[1], 16))
+    last = state.last_block
+    if last is not None and (cursor is None or last[0] > cursor[0]):
+        return last
+    return cursor
+
+
 def load_state(book: Ledger) -> MirrorState:
     """The mirror's state, folded from the journal."""
     kinds = (TxKind.ACCOUNT_SETTING.value, TxKind.MIRROR.value)
@@ -141,7 +153,7 @@ class _Sync:
                 f"this ledger mirrors token {state.token:#x}; a second token would mix "
                 f"balances in {MIRROR_ASSET.code}"
             )
-        cursor = self._cursor(state)
+        cursor = mirror_cursor(self.book, state, self.token)
         head = await self.node.head(at_least=0 if cursor is None else cursor[0])
         target = head - confirmations
         if cursor is None:
@@ -163,14 +175,6 @@ class _Sync:
         self._move_cursor(*cursor)  # where the openings were read: the first sync's start
         await self._follow(accounts, cursor, target, chunk_size, range_size, report, state.epoch)
         return report
-
-    def _cursor(self, state: MirrorState) -> tuple[int, int] | None:
-        stored = self.book.store.chain_cursor(self.chain, self.token_hex)
-        cursor = None if stored is None else (stored[0], int(stored[1], 16))
-        last = state.last_block
-        if last is not None and (cursor is None or last[0] > cursor[0]):
-            return last  # entries after the stored cursor: a sync died before moving it
-        return cursor
 
     def _move_cursor(self, number: int, block_hash: int) -> None:
         self.book.store.set_chain_cursor(self.chain, self.token_hex, number, f"{block_hash:#x}")
@@ -376,13 +380,8 @@ def status(
     for auth in state.authorizations.values():
         if mirrored is None or auth.token == mirrored:
             rows[auth.account] = (auth.owner, auth.l2_address, True)
-    cursor = None
-    if mirrored is not None:
-        stored = book.store.chain_cursor(chain_name(book), f"{mirrored:#x}")
-        last = state.last_block
-        cursor = max(
-            [c for c in (stored and stored[0], last and last[0]) if c is not None], default=None
-        )
+    at = None if mirrored is None else mirror_cursor(book, state, mirrored)
+    cursor = None if at is None else at[0]
     statuses = [
         AccountStatus(
             owner,
@@ -408,16 +407,4 @@ async def _fresh(
         opened = [s for s in statuses if s.as_of is not None]
         fresh = await node.balances(token, [int(s.l2_address, 16) for s in opened], block)
     by_account = {s.account: f for s, f in zip(opened, fresh, strict=True)}
-    return [
-        AccountStatus(
-            s.owner,
-            s.account,
-            s.l2_address,
-            s.authorized,
-            s.balance,
-            s.as_of,
-            head,
-            by_account.get(s.account),
-        )
-        for s in statuses
-    ]
+    return [replace(s, head=head, fresh=by_account.get(s.account)) for s in statuses]

@@ -165,7 +165,7 @@ class Vault:
 
     def deposits(self, from_block: int, to_block: int) -> list[Deposit]:
         """``Deposit`` events in blocks ``from_block..to_block``, in chain order."""
-        logs = self.vault.events.Deposit().get_logs(from_block=from_block, to_block=to_block)
+        logs = _in_chain_order(self.vault.events.Deposit(), from_block, to_block)
         chain_id = self.chain_id
         return [
             Deposit(
@@ -179,15 +179,13 @@ class Vault:
                 str(log["args"]["l2Account"]).lower(),
                 int(log["args"]["amount"]),
             )
-            for log in sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
+            for log in logs
         ]
 
     def payouts(self, from_block: int = 0, to_block: int | None = None) -> list[Payout]:
         """``WithdrawalPaid`` events in blocks ``from_block..to_block``, in chain order."""
-        logs = self.vault.events.WithdrawalPaid().get_logs(
-            from_block=from_block,
-            to_block=self.w3.eth.block_number if to_block is None else to_block,
-        )
+        last = self.w3.eth.block_number if to_block is None else to_block
+        logs = _in_chain_order(self.vault.events.WithdrawalPaid(), from_block, last)
         chain_id = self.chain_id
         return [
             Payout(
@@ -200,8 +198,14 @@ class Vault:
                 str(log["args"]["recipient"]).lower(),
                 int(log["args"]["amount"]),
             )
-            for log in sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
+            for log in logs
         ]
+
+
+def _in_chain_order(event: Any, from_block: int, to_block: int) -> list[Any]:
+    """``event``'s logs in blocks ``from_block..to_block``, by block and log index."""
+    logs = event.get_logs(from_block=from_block, to_block=to_block)
+    return sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
 
 
 def give_eth(w3: Web3, funder: str, address: str, wei: int = ETH_FOR_GAS) -> None:

@@ -122,8 +122,8 @@ class MirrorState:
 
 
 def fold(records: Iterable[TxRecord]) -> MirrorState:
-    """The mirror state of a journal, from its account settings, mirror entries and their
-    reversals (in sequence order)."""
+    """The mirror state of a journal, from its account settings and mirror entries (in
+    sequence order); an entry a rollback undid counts for nothing but the epoch."""
     records = list(records)
     metadata = {r.seq: json.loads(r.metadata) for r in records}
     rolled_back = {

@@ -141,9 +141,10 @@ class TradingRules:
             check_evidence(request)  # mirrored value: no trading effect
             return None
         if kind == TxKind.ACCOUNT_SETTING.value:
-            if _meta(request)["auth"]["action"] != "set_margin_mode":
+            envelope = _meta(request)["auth"]
+            if envelope["action"] != "set_margin_mode":
                 return None  # a mirror authorisation: nothing for the trading rules
-            return self._set_mode(request, balances, now_us)
+            return self._set_mode(envelope["message"], balances, now_us)
         if kind == TxKind.LISTING.value:
             text = _meta(request).get("config")
             check_listing(text)
@@ -194,9 +195,8 @@ class TradingRules:
         return plan
 
     def _set_mode(
-        self, request: TxRequest, balances: Mapping[tuple[str, str], int], now_us: int
+        self, message: Mapping[str, Any], balances: Mapping[tuple[str, str], int], now_us: int
     ) -> Plan:
-        message = _meta(request)["auth"]["message"]
         account = canonical_account(str(message["account"]))
         mode, leverage = str(message["mode"]), int(message["leverage"])
         if mode not in MODES:
