@@ -757,7 +757,7 @@ def test_what_if_refuses_what_a_fill_refuses(
 def test_liquidate_json_with_nothing_to_liquidate_prints_json(
     refusing: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str], keys: dict[str, str]
 ) -> None:
-    json.loads(Cli(refusing[0], capsys, keys).ok("liquidate", "--json"))
+    assert json.loads(Cli(refusing[0], capsys, keys).ok("liquidate", "--json")) == []
 
 
 @pytest.mark.parametrize(
@@ -1045,7 +1045,8 @@ def test_liquidate_one_account(cli: Cli, tmp_path: Path) -> None:
 
 def test_prices_json_with_a_liquidation_is_one_json_document(cli: Cli, tmp_path: Path) -> None:
     crash_setup(cli, tmp_path)
-    json.loads(cli.ok("prices", "BTC:index=68500", f"{PERP}:mark=68500", "--json"))
+    shown = json.loads(cli.ok("prices", "BTC:index=68500", f"{PERP}:mark=68500", "--json"))
+    assert [r["kind"] for r in shown] == ["price_update", "liquidation"]
 
 
 def test_funding_without_perp_positions_writes_nothing(cli: Cli) -> None:
